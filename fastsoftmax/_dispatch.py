@@ -1,6 +1,6 @@
 """Backend registry and the ``auto`` policy, in one place.
 
-Backends are modules under ``fastsoftmax.backends`` imported on first use, so
+Backends are modules under ``fastsoftmax._backends`` imported on first use, so
 ``import fastsoftmax`` loads neither Numba nor the C extension.
 """
 
@@ -10,11 +10,11 @@ import os
 from typing import NamedTuple
 
 BACKEND_MODULES = {
-    "numpy": "fastsoftmax.backends.numpy_backend",
-    "c": "fastsoftmax.backends.c_backend",
-    "numba": "fastsoftmax.backends.numba_backend",
-    "numba-parallel": "fastsoftmax.backends.numba_parallel_backend",
-    "cuda": "fastsoftmax.backends.cuda_backend",
+    "numpy": "fastsoftmax._backends.numpy_backend",
+    "c": "fastsoftmax._backends.c_backend",
+    "numba": "fastsoftmax._backends.numba_backend",
+    "numba-parallel": "fastsoftmax._backends.numba_parallel_backend",
+    "cuda": "fastsoftmax._backends.cuda_backend",
 }
 BACKEND_NAMES = tuple(BACKEND_MODULES)
 HOST_BACKENDS = ("numpy", "c", "numba", "numba-parallel")

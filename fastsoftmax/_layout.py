@@ -146,7 +146,7 @@ def run_rows(kernel, operands, lead, max_block_rows=None):
     ----------
     kernel : callable
         Takes one array per operand: ``(rows, width)`` or ``(rows,)``, ready for a
-        kernel as described in ``fastsoftmax.backends``.
+        kernel as described in ``fastsoftmax._backends``.
     operands : list of Operand
         Arrays with leading shape `lead`; scratch outputs have ``array=None``.
     lead : tuple of int

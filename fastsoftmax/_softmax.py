@@ -252,7 +252,9 @@ def softmax_topk(x, k, axis=-1, *, temperature=1.0, backend="auto"):
         Shape of `x` with `axis` of length `k`: probabilities in descending
         order, in the result dtype `softmax` would give.
     indices : ndarray of int64
-        Matching class indices; equal probabilities are ordered by index.
+        Matching class indices, ordered by logit; equal logits are ordered by
+        index (so distinct logits whose probabilities both underflow to 0 keep
+        their logit order).
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """The ``numpy`` backend: vectorised NumPy, always available.
 
-It follows the kernel protocol of ``fastsoftmax.backends`` with whole-array NumPy
+It follows the kernel protocol of ``fastsoftmax._backends`` with whole-array NumPy
 expressions over a block of rows. Slower than the compiled backends and it
 allocates temporaries per call, but it needs nothing beyond NumPy.
 """

@@ -44,7 +44,8 @@ label_smoothing, z_loss, grad_scale)``
     ``grad_scale`` times its derivative. Ignored rows get loss 0 and gradient 0.
 ``softmax_topk(x, inv_temperature, probs_out, index_out)``
     ``k = probs_out.shape[1]`` (1 <= k <= C); ``index_out`` is int64. The k largest
-    probabilities per row in descending order, ties to the lower index, from one
+    probabilities per row ordered by logit (descending), equal logits by lower
+    index, from one
     pass that never materialises the full softmax. A row whose softmax is NaN
     gives NaN probabilities and indices ``0..k-1``.
 
