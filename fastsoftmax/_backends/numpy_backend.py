@@ -1,15 +1,26 @@
 """The ``numpy`` backend: vectorised NumPy, always available.
 
 It follows the kernel protocol of ``fastsoftmax._backends`` with whole-array NumPy
-expressions over a block of rows. Slower than the compiled backends and it
-allocates temporaries per call, but it needs nothing beyond NumPy.
+expressions, applied to blocks of rows so that temporaries stay small (and in
+cache) whatever the input's size. Slower than the compiled backends, but it
+needs nothing beyond NumPy.
 """
 
 import numpy as np
 
+# Elements per block of rows: temporaries are a few times this, never the input's size.
+BLOCK_ELEMENTS = 1 << 15
+
 
 def availability():
     return True, "", np.__version__
+
+
+def _row_blocks(x):
+    """Slices covering the rows of `x` in blocks of about BLOCK_ELEMENTS elements."""
+    n_rows, n_cols = x.shape
+    step = max(1, BLOCK_ELEMENTS // max(n_cols, 1))
+    return [slice(start, start + step) for start in range(0, n_rows, step)]
 
 
 def _shifted(x, inv_temperature):
@@ -27,6 +38,11 @@ def _shifted(x, inv_temperature):
 
 
 def softmax(x, out, inv_temperature):
+    for rows in _row_blocks(x):
+        _softmax_block(x[rows], out[rows], inv_temperature)
+
+
+def _softmax_block(x, out, inv_temperature):
     z, _ = _shifted(x, inv_temperature)
     with np.errstate(invalid="ignore", over="ignore"):
         np.exp(z, out=z)
@@ -34,6 +50,11 @@ def softmax(x, out, inv_temperature):
 
 
 def log_softmax(x, out, inv_temperature):
+    for rows in _row_blocks(x):
+        _log_softmax_block(x[rows], out[rows], inv_temperature)
+
+
+def _log_softmax_block(x, out, inv_temperature):
     z, _ = _shifted(x, inv_temperature)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         lse = np.log(np.sum(np.exp(z), axis=1, keepdims=True))
@@ -51,22 +72,44 @@ def _logsumexp_rows(x):
 
 
 def logsumexp(x, out):
-    out[...] = _logsumexp_rows(x)
+    for rows in _row_blocks(x):
+        out[rows] = _logsumexp_rows(x[rows])
 
 
 def softmax_backward(grad, y, out):
-    dot = np.sum(grad * y, axis=1, keepdims=True)
-    np.multiply(y, grad - dot, out=out)
+    for rows in _row_blocks(grad):
+        g, p = grad[rows], y[rows]
+        dot = np.sum(g * p, axis=1, keepdims=True)
+        np.multiply(p, g - dot, out=out[rows])
 
 
 def log_softmax_backward(grad, logp, out):
-    total = np.sum(grad, axis=1, keepdims=True)
-    with np.errstate(over="ignore"):
-        p = np.exp(logp)
-    np.subtract(grad, p * total, out=out)
+    for rows in _row_blocks(grad):
+        g = grad[rows]
+        total = np.sum(g, axis=1, keepdims=True)
+        with np.errstate(over="ignore"):
+            p = np.exp(logp[rows])
+        np.subtract(g, p * total, out=out[rows])
 
 
 def cross_entropy(
+    logits, target, weight, loss_out, grad_out, ignore_index, label_smoothing, z_loss, grad_scale
+):
+    for rows in _row_blocks(logits):
+        _cross_entropy_block(
+            logits[rows],
+            target[rows],
+            weight,
+            loss_out[rows],
+            None if grad_out is None else grad_out[rows],
+            ignore_index,
+            label_smoothing,
+            z_loss,
+            grad_scale,
+        )
+
+
+def _cross_entropy_block(
     logits, target, weight, loss_out, grad_out, ignore_index, label_smoothing, z_loss, grad_scale
 ):
     n_classes = logits.shape[1]
@@ -110,6 +153,11 @@ def cross_entropy(
 
 
 def softmax_topk(x, inv_temperature, probs_out, index_out):
+    for rows in _row_blocks(x):
+        _softmax_topk_block(x[rows], inv_temperature, probs_out[rows], index_out[rows])
+
+
+def _softmax_topk_block(x, inv_temperature, probs_out, index_out):
     k = probs_out.shape[1]
     # A stable sort of the negated logits orders by value, ties to the lower index.
     with np.errstate(invalid="ignore"):
