@@ -9,7 +9,9 @@ import numpy as np
 
 def _rows(x):
     x = np.asarray(x, dtype=np.float64)
-    return x.reshape(-1, x.shape[-1]) if x.shape[-1] else x.reshape(-1, 0), x.shape
+    # An explicit row count: reshape cannot infer -1 when the class axis is empty.
+    n_rows = int(np.prod(x.shape[:-1]))
+    return x.reshape(n_rows, x.shape[-1]), x.shape
 
 
 def logsumexp(x):
