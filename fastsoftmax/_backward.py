@@ -13,6 +13,8 @@ def _backward(op, grad, saved, saved_name, axis, out, backend):
     saved = _host.as_host_array(saved, saved_name)
     _checks.check_same_shape(grad, saved, "grad", saved_name)
     axis = _checks.normalize_axis(axis, grad.ndim)
+    for array in (grad, saved):
+        _checks.result_dtype(array.dtype)  # names a non-real input's own dtype
     result_dtype = _checks.result_dtype(np.result_type(grad.dtype, saved.dtype))
     out = _host.output(
         out, grad.shape, result_dtype, [("grad", grad), (saved_name, saved)], like=grad
