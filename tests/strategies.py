@@ -1,0 +1,263 @@
+"""Helpers shared by the tests: per-backend size limits, hypothesis strategies and
+the accuracy checks that compare a backend's result with ``reference``.
+
+The accuracy bounds are those of DESIGN.md:
+
+- float32 probabilities ``p`` within relative error ``1e-6 + 1.2e-7 * |ln p|``
+  for ``p > 1e-30`` (two ulps of the exponent's argument plus rounding of the
+  sum); at or below ``1e-30`` the contract gives no relative bound, so there
+  the check is absolute (``1e-30``).
+- float32 log-probabilities within ``1e-5`` absolute where ``|ref| < 100``;
+  beyond that the absolute bound would be below one ulp, so there the check is
+  relative (``1e-6``, about eight ulps).
+- float64 within ``1e-13`` relative. Probabilities at or below ``1e-150`` are
+  checked absolutely (``1e-150``): there the exponent's argument exceeds 345
+  and its own rounding alone approaches ``1e-13``. Log-probabilities and
+  log-sum-exps near zero (``|ref| < 1``) are checked absolutely (``1e-13``),
+  since they are differences of O(1) quantities whose relative error is
+  meaningless there.
+
+float16 results are computed in float32 and then rounded to float16, so their
+bound adds half a float16 ulp (relative ``2**-11``, absolute ``2**-25`` for
+subnormals) to the float32 one.
+"""
+
+import threading
+
+import hypothesis
+import hypothesis.extra.numpy as hnp
+import numpy as np
+from hypothesis import strategies as st
+
+FLOAT32 = np.dtype(np.float32)
+FLOAT64 = np.dtype(np.float64)
+FLOAT16 = np.dtype(np.float16)
+
+# The CUDA simulator runs every CUDA thread as a Python thread: calls cost
+# seconds, so properties run few, small examples there.
+SIMULATED_BACKENDS = ("cuda",)
+SIMULATED_MAX_EXAMPLES = 4
+SIMULATED_MAX_SIDE = 4
+
+
+def is_simulated(backend):
+    """True for backends whose calls are slow enough to need tiny inputs."""
+    return backend in SIMULATED_BACKENDS
+
+
+def max_side(backend, side):
+    """The largest array side a test may use on `backend`."""
+    return min(side, SIMULATED_MAX_SIDE) if is_simulated(backend) else side
+
+
+def property_test(backend, *strategies, **named):
+    """Decorate an inner check as a hypothesis property sized for `backend`.
+
+    Use inside a test that takes the ``backend`` fixture, then call the result::
+
+        @property_test(backend, logits(backend))
+        def check(x): ...
+        check()
+    """
+    limits = {}
+    if is_simulated(backend):
+        current = hypothesis.settings.default.max_examples
+        limits["max_examples"] = min(current, SIMULATED_MAX_EXAMPLES)
+
+    def decorate(check):
+        return hypothesis.settings(**limits)(hypothesis.given(*strategies, **named)(check))
+
+    return decorate
+
+
+def compute_dtype(dtype):
+    """The dtype a result of `dtype` is computed in (float16 in float32)."""
+    return FLOAT64 if np.dtype(dtype) == FLOAT64 else FLOAT32
+
+
+# --- strategies --------------------------------------------------------------
+
+
+def finite_floats(dtype, bound):
+    """Finite floats of `dtype` in [-bound, bound], subnormals included."""
+    dtype = np.dtype(dtype)
+    bound = float(dtype.type(bound))  # hypothesis wants bounds exact in the width
+    return st.floats(
+        -bound, bound, width=8 * dtype.itemsize, allow_nan=False, allow_infinity=False
+    )
+
+
+def logits(backend, dtype=np.float64, bound=50.0, max_dims=2, max_classes=40, min_classes=1):
+    """Finite logit arrays (class axis last) sized for `backend`."""
+    shapes = hnp.array_shapes(
+        min_dims=1, max_dims=max_dims, min_side=1, max_side=max_side(backend, 6)
+    ).flatmap(
+        lambda lead: st.integers(min_classes, max_side(backend, max_classes)).map(
+            lambda c: lead[:-1] + (c,)
+        )
+    )
+    return hnp.arrays(np.dtype(dtype), shapes, elements=finite_floats(dtype, bound))
+
+
+def special_logits(backend, dtype=np.float64, max_classes=12):
+    """Logit arrays mixing finite values, ``-inf``, ``+inf`` and NaN."""
+    dtype = np.dtype(dtype)
+    value = st.one_of(
+        finite_floats(dtype, 30.0),
+        st.sampled_from([-np.inf, np.inf, np.nan, 0.0]),
+        st.just(-np.inf),
+    )
+    shapes = st.tuples(
+        st.integers(1, max_side(backend, 5)), st.integers(1, max_side(backend, max_classes))
+    )
+    return hnp.arrays(dtype, shapes, elements=value)
+
+
+def temperatures():
+    return st.one_of(st.just(1.0), st.floats(0.05, 20.0))
+
+
+# --- reference comparisons ---------------------------------------------------
+
+
+def _tolerance_f32_probability(ref):
+    large = ref > 1e-30
+    log_p = np.abs(np.log(np.where(large, ref, 1.0)))
+    return np.where(large, (1e-6 + 1.2e-7 * log_p) * ref, 1e-30)
+
+
+def _tolerance_f64_probability(ref):
+    return np.where(ref > 1e-150, 1e-13 * ref, 1e-150)
+
+
+def _tolerance_f32_log(ref):
+    return np.where(np.abs(ref) < 100, 1e-5, 1e-6 * np.abs(ref))
+
+
+def _tolerance_f64_log(ref):
+    return 1e-13 * np.maximum(np.abs(ref), 1.0)
+
+
+def _half_rounding(ref):
+    return np.abs(ref) * 2.0**-11 + 2.0**-25
+
+
+_TOLERANCES = {
+    ("probability", FLOAT32): _tolerance_f32_probability,
+    ("probability", FLOAT64): _tolerance_f64_probability,
+    ("log", FLOAT32): _tolerance_f32_log,
+    ("log", FLOAT64): _tolerance_f64_log,
+}
+
+
+def assert_matches_reference(actual, expected, kind, dtype=None):
+    """Check `actual` against the float64 `expected` within the contract's bound.
+
+    `kind` is ``"probability"`` (softmax, top-k probabilities) or ``"log"``
+    (log_softmax, logsumexp). `dtype` is the result dtype (default: that of
+    `actual`). Special values must match exactly: NaN where `expected` is NaN,
+    the same infinity where it is infinite, and exact zeros where it is zero.
+    """
+    actual = np.asarray(actual)
+    dtype = np.dtype(dtype if dtype is not None else actual.dtype)
+    assert actual.dtype == dtype, (actual.dtype, dtype)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    got = actual.astype(np.float64)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg="NaN positions differ")
+    inf = np.isinf(expected)
+    np.testing.assert_array_equal(got[inf], expected[inf], err_msg="infinities differ")
+    if kind == "probability":
+        zero = expected == 0
+        np.testing.assert_array_equal(got[zero], 0.0, err_msg="exact zeros differ")
+    finite = ~nan & ~inf
+    ref = expected[finite]
+    tolerance = _TOLERANCES[kind, compute_dtype(dtype)](np.abs(ref) if kind == "probability" else ref)
+    if dtype == FLOAT16:
+        tolerance = tolerance + _half_rounding(ref)
+    error = np.abs(got[finite] - ref)
+    bad = error > tolerance
+    if bad.any():
+        worst = int(np.argmax(error - tolerance))
+        raise AssertionError(
+            f"{int(bad.sum())} of {ref.size} {kind} values outside the {dtype} bound; "
+            f"worst: got {got[finite][worst]!r}, expected {ref[worst]!r}, "
+            f"error {error[worst]:.3g} > tolerance {tolerance[worst]:.3g}"
+        )
+
+
+def assert_close_scaled(actual, expected, scale, dtype, rtol=None):
+    """``|actual - expected| <= rtol * (|expected| + scale)`` elementwise.
+
+    For results formed by cancellation (gradients, losses) whose natural error
+    is relative to the size of the terms, `scale`, not of the result. Default
+    `rtol` is 2e-6 for float32 results and 1e-13 for float64; float16 adds its
+    rounding. NaN must match NaN, infinities must match exactly.
+    """
+    actual = np.asarray(actual)
+    dtype = np.dtype(dtype)
+    assert actual.dtype == dtype, (actual.dtype, dtype)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    if rtol is None:
+        rtol = 1e-13 if compute_dtype(dtype) == FLOAT64 else 2e-6
+    got = actual.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg="NaN positions differ")
+    inf = np.isinf(expected)
+    np.testing.assert_array_equal(got[inf], expected[inf], err_msg="infinities differ")
+    finite = np.isfinite(expected)
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), expected.shape)[finite]
+    ref = expected[finite]
+    tolerance = rtol * (np.abs(ref) + scale)
+    if dtype == FLOAT16:
+        tolerance = tolerance + _half_rounding(ref)
+    error = np.abs(got[finite] - ref)
+    bad = error > tolerance
+    if bad.any():
+        worst = int(np.argmax(error - tolerance))
+        raise AssertionError(
+            f"{int(bad.sum())} of {ref.size} values outside rtol={rtol:g}; worst: got "
+            f"{got[finite][worst]!r}, expected {ref[worst]!r}, error {error[worst]:.3g} "
+            f"> tolerance {tolerance[worst]:.3g}"
+        )
+
+
+def assert_same_values(a, b):
+    """Bitwise-equal results (NaN equal to NaN), same dtype and shape."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, a.shape, b.dtype, b.shape)
+    np.testing.assert_array_equal(a, b)
+
+
+# --- misc --------------------------------------------------------------------
+
+
+def run_in_threads(functions, n_threads):
+    """Call every function from `n_threads` threads released together.
+
+    Returns the results per function in call order; re-raises the first error.
+    """
+    barrier = threading.Barrier(n_threads)
+    results = [None] * n_threads
+    errors = []
+
+    def worker(slot):
+        try:
+            barrier.wait()
+            results[slot] = [f() for f in functions[slot::n_threads]]
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    ordered = [None] * len(functions)
+    for slot in range(n_threads):
+        for j, value in enumerate(results[slot]):
+            ordered[slot + j * n_threads] = value
+    return ordered

@@ -1,0 +1,133 @@
+"""Finite inputs on every backend against the float64 reference, within DESIGN.md's bounds."""
+
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+import fastsoftmax
+import reference
+from strategies import (
+    assert_matches_reference,
+    finite_floats,
+    logits,
+    max_side,
+    property_test,
+    temperatures,
+)
+
+DTYPES = [np.float32, np.float64]
+
+
+def run_op(op, x, backend, temperature=1.0, **options):
+    """One of the three forward ops, returning (result, expected, kind)."""
+    if op == "softmax":
+        result = fastsoftmax.softmax(x, temperature=temperature, backend=backend, **options)
+        return result, reference.softmax(x, temperature), "probability"
+    if op == "log_softmax":
+        result = fastsoftmax.log_softmax(x, temperature=temperature, backend=backend, **options)
+        return result, reference.log_softmax(x, temperature), "log"
+    assert temperature == 1.0
+    return fastsoftmax.logsumexp(x, backend=backend, **options), reference.logsumexp(x), "log"
+
+
+FORWARD_OPS = ["softmax", "log_softmax", "logsumexp"]
+
+
+@pytest.mark.parametrize("op", FORWARD_OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1.0, 10.0, 300.0])
+def test_random_rows(backend, op, dtype, scale):
+    rng = np.random.default_rng(1)
+    for n_classes in (1, 2, 3, 17, 1000):
+        if n_classes > max_side(backend, 1000):
+            continue
+        x = (rng.standard_normal((max_side(backend, 9), n_classes)) * scale).astype(dtype)
+        result, expected, kind = run_op(op, x, backend)
+        assert_matches_reference(result, expected, kind)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("temperature", [1e-3, 0.3, 7.0, 1e4])
+def test_temperature(backend, op, dtype, temperature):
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((max_side(backend, 5), max_side(backend, 31))) * 5).astype(dtype)
+    result, expected, kind = run_op(op, x, backend, temperature)
+    assert_matches_reference(result, expected, kind)
+
+
+@pytest.mark.parametrize("op", FORWARD_OPS)
+def test_float32_input_computed_in_float64_when_asked(backend, op):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, max_side(backend, 50))) * 20).astype(np.float32)
+    result, expected, kind = run_op(op, x, backend, dtype=np.float64)
+    assert_matches_reference(result, expected, kind, dtype=np.float64)
+
+
+@pytest.mark.parametrize("op", FORWARD_OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_offset_logits(backend, op, dtype):
+    # Large common offsets: the shift by the row maximum must keep full accuracy.
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((2, max_side(backend, 40))) * 3).astype(dtype)
+    x[0] += dtype(1e4)
+    x[1] -= dtype(3e4)
+    result, expected, kind = run_op(op, x, backend)
+    assert_matches_reference(result, expected, kind)
+
+
+@pytest.mark.parametrize("op", FORWARD_OPS)
+def test_rows_of_256000_classes_meet_the_float32_bound(host_backend, op):
+    # Sums over long rows must be accumulated carefully (float64 or blocked):
+    # float32 running sums drift past the bound at this length. Terms of about
+    # 0.1 (inexact in binary) defeat even 16 float32 lanes of running sums.
+    rng = np.random.default_rng(5)
+    tenths = np.full(256_000, np.log(0.1))
+    tenths[0] = 0.0
+    x = np.stack(
+        [
+            tenths,
+            rng.uniform(-1.0, 0.0, 256_000),
+            rng.standard_normal(256_000) * 8,
+        ]
+    ).astype(np.float32)
+    result, expected, kind = run_op(op, x, host_backend)
+    assert_matches_reference(result, expected, kind)
+
+
+@pytest.mark.parametrize("op", FORWARD_OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_property_finite_logits(backend, op, dtype):
+    @property_test(backend, logits(backend, dtype, bound=1e3, max_dims=3))
+    def check(x):
+        result, expected, kind = run_op(op, x, backend)
+        assert_matches_reference(result, expected, kind)
+
+    check()
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_property_temperature(backend, op, dtype):
+    @property_test(backend, logits(backend, dtype, bound=100.0), temperatures())
+    def check(x, temperature):
+        result, expected, kind = run_op(op, x, backend, temperature)
+        assert_matches_reference(result, expected, kind)
+
+    check()
+
+
+def test_property_subnormal_and_tiny_logits(backend):
+    # Logits that are all tiny make nearly uniform rows; subnormals must not
+    # be flushed into anything but a uniform-looking answer.
+    tiny = st.one_of(finite_floats(np.float32, 1e-35), st.just(np.float32(1e-45)))
+    shapes = st.tuples(st.integers(1, 3), st.integers(1, max_side(backend, 20)))
+
+    @property_test(backend, hnp.arrays(np.float32, shapes, elements=tiny))
+    def check(x):
+        for op in FORWARD_OPS:
+            result, expected, kind = run_op(op, x, backend)
+            assert_matches_reference(result, expected, kind)
+
+    check()
