@@ -40,7 +40,9 @@ label_smoothing, z_loss, grad_scale)``
     + z_loss * lse**2`` (probability targets: ``sum_j w[j] * t'[j] * (lse - z[j])
     + z_loss * lse**2`` with ``t' = (1-eps) * t + eps/C``); the smoothing term is
     left out when ``eps == 0`` (so a ``-inf`` logit elsewhere cannot turn the loss
-    into ``0 * inf``); the gradient row is
+    into ``0 * inf``). Compute ``lse - z[j]`` as ``log(s) - (z[j] - max)`` from the
+    shifted logits: with logits near 1e30 the direct difference loses the loss to
+    cancellation. The gradient row is
     ``grad_scale`` times its derivative. Ignored rows get loss 0 and gradient 0.
 ``softmax_topk(x, inv_temperature, probs_out, index_out)``
     ``k = probs_out.shape[1]`` (1 <= k <= C); ``index_out`` is int64. The k largest
