@@ -118,7 +118,12 @@ def _cross_entropy_block(
     w = np.ones(n_classes, dtype) if weight is None else weight
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         lse = _logsumexp_rows(logits)
-        nll_all = lse[:, None] - logits  # -log p for every class
+        z, _ = _shifted(logits, 1.0)
+        e = np.exp(z)
+        s = np.sum(e, axis=1, keepdims=True)
+        # -log p for every class from the shifted logits: lse - logits would
+        # lose the loss to cancellation when the logits are large.
+        nll_all = np.log(s) - z
         if target.ndim == 1:
             kept = target != ignore_index
             t = np.where(kept, target, 0)
@@ -136,7 +141,7 @@ def _cross_entropy_block(
         loss_out[...] = np.where(kept, loss, 0)
         if grad_out is None:
             return
-        p = np.exp(logits - lse[:, None])
+        p = e / s
         if target.ndim == 1:
             # d/dz of (1-eps) w_y (lse - z_y) + eps/C sum_j w_j (lse - z_j)
             coeff = (1 - eps) * w_y + (eps / n_classes) * w.sum()
