@@ -90,19 +90,22 @@ def cross_entropy(
         if not probability_target and t[i] == ignore_index:
             continue
         lse = logsumexp(z[i])
-        p = np.exp(z[i] - lse)
+        p = softmax(z[i])
+        # -log p from the shifted logits: exact to rounding even where lse - z
+        # would cancel (huge logits).
+        nll = -log_softmax(z[i])
         if probability_target:
             q = (1 - eps) * t[i] + eps / n_classes
-            loss[i] = np.sum(w * q * (lse - z[i]))
+            loss[i] = np.sum(w * q * nll)
             grad[i] = np.sum(w * q) * p - w * q
             denominator += 1.0
         else:
             y = t[i]
-            loss[i] = (1 - eps) * w[y] * (lse - z[i, y])
+            loss[i] = (1 - eps) * w[y] * nll[y]
             grad[i] = (1 - eps) * w[y] * p
             grad[i, y] -= (1 - eps) * w[y]
             if eps:
-                loss[i] += eps / n_classes * np.sum(w * (lse - z[i]))
+                loss[i] += eps / n_classes * np.sum(w * nll)
                 grad[i] += eps / n_classes * (w.sum() * p - w)
             denominator += w[y]
         loss[i] += z_loss * lse**2
