@@ -1,0 +1,1 @@
+"""asv benchmarks of fastsoftmax and its peers; see benchmarks/README.md."""

@@ -1,0 +1,89 @@
+"""Print effective GB/s of every implementation per shape as Markdown tables.
+
+The same measurement as the asv ``track_gbps`` benchmark (bench_bandwidth.py),
+run directly in one process without asv: one table per operation and dtype,
+implementations as rows, shapes as columns. Cells read "n/a" where an
+implementation cannot run here (not installed, not built, or lacking the
+operation); the reason is listed under the table.
+
+Run from anywhere, e.g.::
+
+    python benchmarks/gb_table.py --ops softmax cross_entropy --dtypes float32
+"""
+
+import argparse
+import os
+import platform
+import sys
+
+from benchmarks import common
+from benchmarks.implementations import OPERATIONS, best_output, measure_gbps, prepare
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", nargs="+", choices=OPERATIONS, default=OPERATIONS)
+    parser.add_argument("--shapes", nargs="+", choices=common.SHAPES, default=common.SHAPES)
+    parser.add_argument("--dtypes", nargs="+", choices=common.DTYPES, default=common.DTYPES)
+    parser.add_argument(
+        "--impls", nargs="+", choices=common.IMPLEMENTATIONS, default=common.IMPLEMENTATIONS
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed calls per cell; the median is used"
+    )
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def measure(args):
+    """``{(op, dtype, impl, shape): GB/s or the reason it was skipped}``."""
+    cells = {}
+    # Shapes outermost: the cached inputs of one shape serve every op and impl.
+    for shape in args.shapes:
+        for dtype in args.dtypes:
+            for op in args.ops:
+                for impl in args.impls:
+                    try:
+                        call = prepare(op, impl, common.shape_of(shape), dtype, best_output(op, impl))
+                    except NotImplementedError as exc:
+                        cells[op, dtype, impl, shape] = str(exc)
+                        continue
+                    cells[op, dtype, impl, shape] = measure_gbps(
+                        call, op, common.shape_of(shape), dtype, args.repeat
+                    )
+                    print(f"{op} {dtype} {impl} {shape}", file=sys.stderr)
+    return cells
+
+
+def markdown(args, cells):
+    lines = [
+        f"Effective GB/s (bytes read once + written once, over the median of "
+        f"{args.repeat} calls); {common.threads()} threads; "
+        f"{platform.machine()}, {os.cpu_count()} CPUs.",
+        "",
+    ]
+    for op in args.ops:
+        for dtype in args.dtypes:
+            lines += [f"### {op}, {dtype}", ""]
+            lines.append("| implementation | " + " | ".join(args.shapes) + " |")
+            lines.append("|---|" + "---:|" * len(args.shapes))
+            for impl in args.impls:
+                values = [cells[op, dtype, impl, shape] for shape in args.shapes]
+                row = ["n/a" if isinstance(v, str) else f"{v:.2f}" for v in values]
+                lines.append(f"| {impl} | " + " | ".join(row) + " |")
+            lines.append("")
+    skipped = sorted({(key[2], value) for key, value in cells.items() if isinstance(value, str)})
+    if skipped:
+        lines += ["n/a:", ""] + [f"- {impl}: {reason}" for impl, reason in skipped]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print(markdown(args, measure(args)))
+
+
+if __name__ == "__main__":
+    main()
