@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .._version import __version__
-from . import info, score
+from . import bench, info, score
 from ._errors import CommandError
 
 PROG = "fastsoftmax"
@@ -32,7 +32,7 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
-    for module in (score, info):
+    for module in (score, bench, info):
         module.add_parser(commands)
     return parser
 
