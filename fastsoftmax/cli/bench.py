@@ -247,8 +247,8 @@ def run(args):
 
     versions = ", ".join(f"{p.name} {contenders.peer_version(p.name)}" for p in peers)
     print(
-        f"fastsoftmax {fastsoftmax.__version__} bench: {args.dtype}, {threads} threads for "
-        f"fastsoftmax and torch; median ms per call after a warm-up"
+        f"fastsoftmax {fastsoftmax.__version__} bench: {args.dtype}, threads: {threads} "
+        "(fastsoftmax and torch), median ms per call after a warm-up"
     )
     print(
         "backends write into preallocated outputs (out=, grad_out=); peers allocate theirs"
@@ -271,7 +271,7 @@ def run(args):
     if args.plot:
         from .plot import bar_chart
 
-        title = f"fastsoftmax {fastsoftmax.__version__}: {args.dtype}, {threads} threads"
+        title = f"fastsoftmax {fastsoftmax.__version__}: {args.dtype}, threads: {threads}"
         bar_chart([r for r in results if not r.error], args.plot, title)
         print(f"\nchart written to {args.plot}")
     return 1 if any(r.ours for r in failures) else 0
