@@ -5,6 +5,7 @@ thread count and Numba's threading layer, the CPU's SIMD features and where
 Numba caches compiled kernels. It never imports SciPy or PyTorch.
 """
 
+import hashlib
 import importlib.util
 import os
 import platform
@@ -18,6 +19,8 @@ import fastsoftmax
 X86_SIMD = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
             "avx512_bf16", "avx512_fp16")
 ARM_SIMD = ("asimd", "asimdhp", "sve", "sve2")
+# Where the Numba kernels live: the first of these packages that exists.
+KERNEL_PACKAGES = ("fastsoftmax._backends._numba", "fastsoftmax._backends")
 # LLVM's names for the few that it spells differently.
 LLVM_NAMES = {"sse4.2": "sse4_2", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
               "neon": "asimd", "fullfp16": "asimdhp"}
@@ -109,23 +112,41 @@ def threading_layer(numba):
         return "unavailable", f"{type(exc).__name__}: {exc}; {configured}"
 
 
+def _kernel_directory():
+    """The directory of the Numba kernels' source files (their cache is keyed on it)."""
+    for package in KERNEL_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            return os.path.dirname(os.path.abspath(spec.origin))
+    raise ImportError("fastsoftmax._backends is missing")
+
+
+def _writable_directory(path):
+    """True when `path` is, or could be created as, a writable directory."""
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return os.path.isdir(path) and os.access(path, os.W_OK)
+
+
 def numba_cache_dir(numba):
     """``(directory, why)``: where Numba caches the compiled kernels of this package.
 
-    Numba's own order: ``NUMBA_CACHE_DIR`` when set; else ``__pycache__``
-    beside each kernel module when the package directory is writable; else a
-    user-wide cache directory.
+    Numba's own resolution for a source directory ``src``: ``NUMBA_CACHE_DIR``
+    when set, else ``src/__pycache__`` when writable, else the user-wide cache;
+    outside ``src`` the subdirectory is ``<name of src>_<sha1 of its path>``.
     """
+    source = _kernel_directory()
+    digest = hashlib.sha1(source.encode()).hexdigest()
+    subdirectory = f"{os.path.basename(source)}_{digest}"
     if numba.config.CACHE_DIR:
-        return numba.config.CACHE_DIR, "NUMBA_CACHE_DIR"
-    spec = importlib.util.find_spec("fastsoftmax._backends")
-    kernels = os.path.dirname(spec.origin)
-    if os.access(kernels, os.W_OK):
-        return os.path.join(kernels, "**", "__pycache__"), "beside the kernel modules"
+        return os.path.join(numba.config.CACHE_DIR, subdirectory), "NUMBA_CACHE_DIR"
+    in_tree = os.path.join(source, "__pycache__")
+    if _writable_directory(in_tree):
+        return in_tree, "beside the kernel sources"
     from numba.misc.appdirs import AppDirs
 
     user_wide = AppDirs(appname="numba", appauthor=False).user_cache_dir
-    return user_wide, "user-wide: the package directory is not writable"
+    return os.path.join(user_wide, subdirectory), "user-wide: the package is not writable"
 
 
 def _lines():
