@@ -262,8 +262,21 @@ def test_performance_page_has_the_table_section_for_gb_table():
     assert (ROOT / "benchmarks" / "gb_table.py").exists()
 
 
-def test_backends_page_states_the_auto_crossover():
-    from fastsoftmax import _dispatch
+def test_guide_states_the_current_tuning_constants():
+    from fastsoftmax import _dispatch, _layout
 
-    text = (DOCS / "backends.md").read_text()
-    assert f"{_dispatch.AUTO_PARALLEL_MIN_ELEMENTS:,} elements" in text
+    backends = (DOCS / "backends.md").read_text()
+    assert f"{_dispatch.AUTO_PARALLEL_MIN_ELEMENTS:,} elements" in backends
+    embedding = (DOCS / "embedding.md").read_text()
+    assert f"1/{round(1 / _layout.STAGING_FRACTION)} of the input" in embedding
+    assert f"at most {_layout.STAGING_MAX_BYTES // 2**20} MiB" in embedding
+
+
+def test_import_sample_prints_what_the_guide_says():
+    """No Numba at import time: the guide's shell sample, run as written."""
+    text = (DOCS / "embedding.md").read_text()
+    command, expected = re.search(r'^python -c "(.*)"\s+# (\w+)$', text, flags=re.M).groups()
+    result = subprocess.run(
+        [sys.executable, "-c", command], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == expected
