@@ -44,7 +44,7 @@ def checked_class_targets(target, *, n_classes, ignore_index, block_info=None):
         local = np.unravel_index(int(np.argmax(bad.ravel())), target.shape)
         value = int(target[local])
         starts = [start for start, _ in block_info[0]["array-location"]] if target.ndim else []
-        row = tuple(int(i + s) for i, s in zip(local, starts))
+        row = tuple(int(i + s) for i, s in zip(local, starts, strict=True))
         where = f"target[{', '.join(map(str, row))}]" if row else "target"
         raise ValueError(
             f"{where} = {value} is outside [0, {n_classes}) and is not "
@@ -82,7 +82,9 @@ def softmax_topk_rows(x, *, k, temperature, backend):
     return fastsoftmax.softmax_topk(x, k, temperature=temperature, backend=backend)
 
 
-def cross_entropy_rows(logits, target, *extra, options, has_weight, has_scale, return_grad, backend):
+def cross_entropy_rows(
+    logits, target, *extra, options, has_weight, has_scale, return_grad, backend
+):
     """Per-row losses (and the gradient of their sum times the scale) of whole rows.
 
     `extra` holds the class weights when `has_weight`, then the gradient's
@@ -106,7 +108,10 @@ def cross_entropy_rows(logits, target, *extra, options, has_weight, has_scale, r
         return result
     loss, grad = result
     if scale is not None:
-        np.multiply(grad, float(scale), out=grad, casting="unsafe")
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.multiply(grad, float(scale), out=grad, casting="unsafe")
+        if options.class_targets:  # an infinite scale (no kept weight) must leave them 0
+            grad[target == options.ignore_index] = 0
     return loss, grad
 
 

@@ -36,14 +36,15 @@ INDEX_PAD = np.iinfo(np.int64).max
 _SOFTMAX_FIELDS = [("max", np.float64), ("sum", np.float64)]
 SOFTMAX_STATE = np.dtype(_SOFTMAX_FIELDS)
 CROSS_ENTROPY_STATE = np.dtype(
-    _SOFTMAX_FIELDS
-    + [("target_logit", np.float64), ("q_total", np.float64), ("q_gap", np.float64)]
+    _SOFTMAX_FIELDS + [("target_logit", np.float64), ("q_total", np.float64), ("q_gap", np.float64)]
 )
 
 
 def topk_state_dtype(k):
     """The state of `softmax_topk`: the softmax pair and ``k`` candidates."""
-    return np.dtype(_SOFTMAX_FIELDS + [("top_logits", np.float64, (k,)), ("top_indices", np.int64, (k,))])
+    return np.dtype(
+        _SOFTMAX_FIELDS + [("top_logits", np.float64, (k,)), ("top_indices", np.int64, (k,))]
+    )
 
 
 def shift_of(maxima):
@@ -119,7 +120,11 @@ def cross_entropy_state(logits, classes, target, weight, *, options):
         state["target_logit"][rows] = z[rows + (column[inside],)]
         if not eps:  # no smoothing term at all, so a -inf logit cannot give 0 * inf
             return state[..., np.newaxis]
-        q = np.full(width, eps / options.n_classes) if weight is None else weight * (eps / options.n_classes)
+        q = (
+            np.full(width, eps / options.n_classes)
+            if weight is None
+            else weight * (eps / options.n_classes)
+        )
         q = q.astype(z.dtype)
     else:
         q = (1 - eps) * target.astype(z.dtype, copy=False) + z.dtype.type(eps / options.n_classes)
@@ -169,8 +174,8 @@ def _merge_top(states, axis):
     k = states.dtype["top_logits"].shape[0]
     logits = np.moveaxis(states["top_logits"], axis, -2)
     indices = np.moveaxis(states["top_indices"], axis, -2)
-    logits = logits.reshape(logits.shape[:-2] + (-1,))
-    indices = indices.reshape(indices.shape[:-2] + (-1,))
+    candidates = logits.shape[:-2] + (logits.shape[-2] * k,)
+    logits, indices = logits.reshape(candidates), indices.reshape(candidates)
     order = np.lexsort((indices, -logits), axis=-1)[..., :k]
     best = np.take_along_axis(logits, order, axis=-1), np.take_along_axis(indices, order, axis=-1)
     return tuple(np.expand_dims(b, axis) for b in best)
