@@ -21,7 +21,7 @@ import fastsoftmax
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "softmax_regression.py"
 DOCS = ROOT / "docs"
-# The Dask recipe is kept and tested with the Dask integration.
+# The Dask recipe (plain python blocks, not doctests) is run by tests/test_dask.py.
 GUIDE_PAGES = sorted(p for p in DOCS.glob("*.md") if p.name != "dask.md")
 ACCURACY_LINE = re.compile(r"test accuracy: (\d\.\d{4})")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -147,11 +147,12 @@ def test_example_confusion_matrix_matches_scikit_learn():
     )
 
 
-def test_example_plot_writes_a_png(tmp_path):
+def test_example_plot_writes_a_png_and_compare_prints_scikit_learn(tmp_path):
     path = tmp_path / "curves.png"
-    lines = run_example("--plot", str(path))
+    lines = run_example("--plot", str(path), "--compare")
     parse_accuracy(lines)
     assert path.read_bytes()[: len(PNG_SIGNATURE)] == PNG_SIGNATURE
+    assert any(re.fullmatch(r"scikit-learn .* test accuracy: \d\.\d{4}", line) for line in lines)
 
 
 def doctest_blocks(text):
