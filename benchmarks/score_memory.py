@@ -53,8 +53,20 @@ def measure(command):
 
 
 def score_command(op, source, output, indices, backend):
-    command = [sys.executable, "-m", "fastsoftmax", "score", source, "-o", output,
-               "--op", op, "--backend", backend, "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "fastsoftmax",
+        "score",
+        source,
+        "-o",
+        output,
+        "--op",
+        op,
+        "--backend",
+        backend,
+        "--quiet",
+    ]
     if op == "topk":
         command += ["--k", str(TOPK), "--indices", indices]
     return command
@@ -83,15 +95,19 @@ def main(argv=None):
         source = os.path.join(work, "logits.npy")
         write_logits(source, rows, args.classes)
         input_bytes = os.path.getsize(source)
-        print(f"input: {rows} x {args.classes} float32, {input_bytes / 1e6:.0f} MB; "
-              f"backend {args.backend}; limit {args.limit_mb:.0f} MB")
+        print(
+            f"input: {rows} x {args.classes} float32, {input_bytes / 1e6:.0f} MB; "
+            f"backend {args.backend}; limit {args.limit_mb:.0f} MB"
+        )
 
         status, baseline, _ = measure(
             [sys.executable, "-c", "import fastsoftmax, fastsoftmax.cli; fastsoftmax.backends()"]
         )
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
-        print(f"baseline (interpreter and imports, no work): {baseline:.0f} MB peak RSS; "
-              f"this script: {own:.0f} MB\n")
+        print(
+            f"baseline (interpreter and imports, no work): {baseline:.0f} MB peak RSS; "
+            f"this script: {own:.0f} MB\n"
+        )
         print(f"{'op':<12} {'peak RSS MB':>12} {'wall s':>8} {'GB/s':>6}  verdict")
 
         failed = status != 0

@@ -79,8 +79,18 @@ def leftovers(directory):
 def test_score_in_batches_equals_the_in_memory_result(tmp_path, host_backend, op):
     x = logits()
     source = save(tmp_path / "x.npy", x)
-    result = cli("score", source, "-o", tmp_path / "y.npy", "--op", op,
-                 "--batch-rows", 50, "--backend", host_backend)
+    result = cli(
+        "score",
+        source,
+        "-o",
+        tmp_path / "y.npy",
+        "--op",
+        op,
+        "--batch-rows",
+        50,
+        "--backend",
+        host_backend,
+    )
     assert_ok(result)
     expected = getattr(fastsoftmax, op)(x, backend=host_backend)
     got = np.load(tmp_path / "y.npy")
@@ -101,8 +111,20 @@ def test_score_default_op_is_softmax_and_rows_sum_to_one(tmp_path):
 def test_score_temperature(tmp_path, op):
     x = logits()
     source = save(tmp_path / "x.npy", x)
-    assert_ok(cli("score", source, "-o", tmp_path / "y.npy", "--op", op,
-                  "--temperature", 2.5, "--batch-rows", 64))
+    assert_ok(
+        cli(
+            "score",
+            source,
+            "-o",
+            tmp_path / "y.npy",
+            "--op",
+            op,
+            "--temperature",
+            2.5,
+            "--batch-rows",
+            64,
+        )
+    )
     expected = getattr(fastsoftmax, op)(x, temperature=2.5)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
 
@@ -111,8 +133,22 @@ def test_score_topk_writes_probabilities_and_indices(tmp_path):
     x = logits()
     x[5, :4] = 1.0  # ties go to the lower index
     source = save(tmp_path / "x.npy", x)
-    result = cli("score", source, "-o", tmp_path / "p.npy", "--op", "topk", "--k", 3,
-                 "--indices", tmp_path / "i.npy", "--temperature", 0.7, "--batch-rows", 40)
+    result = cli(
+        "score",
+        source,
+        "-o",
+        tmp_path / "p.npy",
+        "--op",
+        "topk",
+        "--k",
+        3,
+        "--indices",
+        tmp_path / "i.npy",
+        "--temperature",
+        0.7,
+        "--batch-rows",
+        40,
+    )
     assert_ok(result)
     probs, indices = fastsoftmax.softmax_topk(x, 3, temperature=0.7)
     got_probs, got_indices = np.load(tmp_path / "p.npy"), np.load(tmp_path / "i.npy")
@@ -124,20 +160,36 @@ def test_score_topk_writes_probabilities_and_indices(tmp_path):
 def test_score_dtype_option(tmp_path):
     x = logits()
     source = save(tmp_path / "x.npy", x)
-    assert_ok(cli("score", source, "-o", tmp_path / "y.npy", "--dtype", "float64",
-                  "--batch-rows", 30))
+    assert_ok(
+        cli("score", source, "-o", tmp_path / "y.npy", "--dtype", "float64", "--batch-rows", 30)
+    )
     y = np.load(tmp_path / "y.npy")
     assert y.dtype == np.float64
     np.testing.assert_array_equal(y, fastsoftmax.softmax(x, dtype=np.float64))
 
-    assert_ok(cli("score", source, "-o", tmp_path / "h.npy", "--op", "logsumexp",
-                  "--dtype", "float16"))
+    assert_ok(
+        cli("score", source, "-o", tmp_path / "h.npy", "--op", "logsumexp", "--dtype", "float16")
+    )
     h = np.load(tmp_path / "h.npy")
     np.testing.assert_array_equal(h, fastsoftmax.logsumexp(x, dtype=np.float16))
 
     # topk computes in the requested dtype's precision, as softmax(dtype=...) does
-    assert_ok(cli("score", source, "-o", tmp_path / "p.npy", "--op", "topk", "--k", 2,
-                  "--indices", tmp_path / "i.npy", "--dtype", "float64"))
+    assert_ok(
+        cli(
+            "score",
+            source,
+            "-o",
+            tmp_path / "p.npy",
+            "--op",
+            "topk",
+            "--k",
+            2,
+            "--indices",
+            tmp_path / "i.npy",
+            "--dtype",
+            "float64",
+        )
+    )
     probs, indices = fastsoftmax.softmax_topk(x.astype(np.float64), 2)
     assert np.load(tmp_path / "p.npy").dtype == np.float64
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), probs)
@@ -164,11 +216,25 @@ def test_score_input_dtypes_and_layouts(tmp_path, layout):
 
 
 def test_score_empty_inputs(tmp_path):
-    assert_ok(cli("score", save(tmp_path / "rows.npy", np.zeros((0, 4), np.float32)),
-                  "-o", tmp_path / "a.npy"))
+    assert_ok(
+        cli(
+            "score",
+            save(tmp_path / "rows.npy", np.zeros((0, 4), np.float32)),
+            "-o",
+            tmp_path / "a.npy",
+        )
+    )
     assert np.load(tmp_path / "a.npy").shape == (0, 4)
-    assert_ok(cli("score", save(tmp_path / "cols.npy", np.zeros((3, 0), np.float32)),
-                  "-o", tmp_path / "b.npy", "--op", "logsumexp"))
+    assert_ok(
+        cli(
+            "score",
+            save(tmp_path / "cols.npy", np.zeros((3, 0), np.float32)),
+            "-o",
+            tmp_path / "b.npy",
+            "--op",
+            "logsumexp",
+        )
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), [-np.inf] * 3)
 
 
@@ -178,8 +244,9 @@ def test_score_console_script_and_module_agree(tmp_path):
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "fastsoftmax"]
     assert script.value == "fastsoftmax.cli:main"
     executable = os.path.join(sysconfig.get_path("scripts"), "fastsoftmax")
-    result = subprocess.run([executable, "--version"], capture_output=True, text=True,
-                            timeout=TIMEOUT)
+    result = subprocess.run(
+        [executable, "--version"], capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert result.returncode == 0
     assert result.stdout.strip() == f"fastsoftmax {fastsoftmax.__version__}"
     assert cli("--version").stdout == result.stdout
@@ -197,8 +264,9 @@ def test_score_refuses_to_overwrite_without_the_option(tmp_path):
 
     indices = tmp_path / "i.npy"
     indices.write_bytes(b"keep me too")
-    result = cli("score", source, "-o", tmp_path / "p.npy", "--op", "topk", "--k", 2,
-                 "--indices", indices)
+    result = cli(
+        "score", source, "-o", tmp_path / "p.npy", "--op", "topk", "--k", 2, "--indices", indices
+    )
     assert_clean_error(result, "i.npy")
     assert indices.read_bytes() == b"keep me too"
     assert not (tmp_path / "p.npy").exists()
@@ -237,8 +305,9 @@ FAIL_MID_WAY = """
 )
 def test_score_failure_mid_way_leaves_no_file(tmp_path, how, status):
     source = save(tmp_path / "x.npy", logits())
-    result = run_python(FAIL_MID_WAY, how, "score", source, "-o", tmp_path / "y.npy",
-                        "--batch-rows", 20)
+    result = run_python(
+        FAIL_MID_WAY, how, "score", source, "-o", tmp_path / "y.npy", "--batch-rows", 20
+    )
     assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "y.npy").exists()
@@ -248,8 +317,9 @@ def test_score_failure_mid_way_leaves_no_file(tmp_path, how, status):
 def test_score_failure_keeps_the_previous_output(tmp_path):
     source = save(tmp_path / "x.npy", logits())
     target = save(tmp_path / "y.npy", np.arange(3.0))
-    result = run_python(FAIL_MID_WAY, "error", "score", source, "-o", target,
-                        "--batch-rows", 20, "--overwrite")
+    result = run_python(
+        FAIL_MID_WAY, "error", "score", source, "-o", target, "--batch-rows", 20, "--overwrite"
+    )
     assert_clean_error(result, "injected failure")
     np.testing.assert_array_equal(np.load(target), np.arange(3.0))
     assert leftovers(tmp_path) == []
@@ -257,8 +327,9 @@ def test_score_failure_keeps_the_previous_output(tmp_path):
 
 def test_score_killed_mid_way_never_leaves_a_partial_file_under_the_name(tmp_path):
     source = save(tmp_path / "x.npy", logits())
-    result = run_python(FAIL_MID_WAY, "SIGKILL", "score", source, "-o", tmp_path / "y.npy",
-                        "--batch-rows", 20)
+    result = run_python(
+        FAIL_MID_WAY, "SIGKILL", "score", source, "-o", tmp_path / "y.npy", "--batch-rows", 20
+    )
     assert result.returncode == -signal.SIGKILL
     assert not (tmp_path / "y.npy").exists()
     # Only a hidden temporary file can survive a SIGKILL.
@@ -312,8 +383,19 @@ def _bad_inputs(tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "directory", "text", "npz", "truncated", "1-D", "3-D", "complex", "object",
-     "structured", "string"],
+    [
+        "missing",
+        "directory",
+        "text",
+        "npz",
+        "truncated",
+        "1-D",
+        "3-D",
+        "complex",
+        "object",
+        "structured",
+        "string",
+    ],
 )
 def test_score_bad_input_is_a_clean_error(tmp_path, case):
     source, fragment = _bad_inputs(tmp_path)[case]
@@ -411,8 +493,7 @@ def _run_on_terminal(*args):
 
 def test_score_progress_line_only_on_a_terminal_and_not_quiet(tmp_path):
     source = save(tmp_path / "x.npy", logits(rows=2000))
-    status, shown = _run_on_terminal("score", source, "-o", tmp_path / "a.npy",
-                                     "--batch-rows", 100)
+    status, shown = _run_on_terminal("score", source, "-o", tmp_path / "a.npy", "--batch-rows", 100)
     assert status == 0
     assert "\r" in shown and "rows/s" in shown and "GB/s" in shown
     assert "softmax: 2,000 rows in" in shown  # the summary that stays on screen
@@ -434,7 +515,8 @@ def test_import_fastsoftmax_does_not_load_the_command_line():
 @pytest.mark.parametrize("command", [["info"], ["score", "x.npy", "-o", "y.npy"]])
 def test_info_and_score_never_import_torch_or_scipy(tmp_path, command):
     save(tmp_path / "x.npy", logits())
-    result = run_python("""
+    result = run_python(
+        """
         import sys
         from fastsoftmax.cli import main
         status = main(sys.argv[1:])
@@ -443,7 +525,10 @@ def test_info_and_score_never_import_torch_or_scipy(tmp_path, command):
         scipy = "scipy" in loaded and "numba" not in loaded
         print("torch:", "torch" in loaded, "scipy:", scipy, "matplotlib:", "matplotlib" in loaded,
               "status:", status)
-    """, *command, cwd=tmp_path)
+    """,
+        *command,
+        cwd=tmp_path,
+    )
     last = result.stdout.strip().splitlines()[-1]
     assert last == "torch: False scipy: False matplotlib: False status: 0", result.stderr
 
@@ -458,9 +543,9 @@ def test_info_reports_every_field(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == f"fastsoftmax {fastsoftmax.__version__}"
     for name, entry in fastsoftmax.backends().items():
-        (line,) = [l for l in lines if l.startswith("  ") and l.split()[0] == name]
+        (line,) = [text for text in lines if text.startswith("  ") and text.split()[0] == name]
         assert line.split()[1] == ("available" if entry.available else "unavailable")
-    fields = dict(l.split(": ", 1) for l in lines if ": " in l and not l.startswith(" "))
+    fields = dict(text.split(": ", 1) for text in lines if ": " in text and text[0] != " ")
     assert fields["threads"].startswith(f"{fastsoftmax.get_num_threads()} ")
     assert fields["threading layer"].split()[0] in ("omp", "tbb", "workqueue")
     assert "avx2" in fields["simd"] or "asimd" in fields["simd"] or "absent" in fields["simd"]
@@ -473,13 +558,12 @@ def test_info_reports_every_field(tmp_path):
 
 def test_bench_quick_times_every_backend_and_the_peers_and_plots(tmp_path):
     chart = tmp_path / "chart.png"
-    result = cli("bench", "--quick", "--shapes", "64x10,8x300", "--threads", 1,
-                 "--plot", chart)
+    result = cli("bench", "--quick", "--shapes", "64x10,8x300", "--threads", 1, "--plot", chart)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "threads: 1 " in out
     # Cells are separated by at least two spaces; peers read "name (peer)".
-    table = [re.split(r"\s{2,}", line) for line in out[out.index("\nop "):].strip().splitlines()]
+    table = [re.split(r"\s{2,}", line) for line in out[out.index("\nop ") :].strip().splitlines()]
     assert table[0] == ["op", "shape", "implementation", "ms", "GB/s", "vs best peer"]
     available = [n for n, e in fastsoftmax.backends().items() if e.available and n != "cuda"]
     peers = ["numpy-naive (peer)"]

@@ -143,7 +143,9 @@ def _our_backends(requested):
 
 def _check_plot_target(path):
     if importlib.util.find_spec("matplotlib") is None:
-        raise CommandError("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+        raise CommandError(
+            "--plot needs matplotlib, which is not installed (pip install matplotlib)"
+        )
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         raise CommandError(f"--plot: directory does not exist: {directory}")
@@ -188,7 +190,9 @@ def _time_case(op, shape, dtype, field, mode):
         if call is not None:
             calls[contender] = (call, (time.perf_counter() - start) / WARMUP_CALLS)
         elif error:
-            results.append(Result(op, shape, contender.name, contender.ours, math.nan, moved, error))
+            results.append(
+                Result(op, shape, contender.name, contender.ours, math.nan, moved, error)
+            )
     if not calls:
         return results
     # The warm-up (which may include a compile) overestimates a call; fine for a budget.
@@ -250,9 +254,7 @@ def run(args):
         f"fastsoftmax {fastsoftmax.__version__} bench: {args.dtype}, threads: {threads} "
         "(fastsoftmax and torch), median ms per call after a warm-up"
     )
-    print(
-        "backends write into preallocated outputs (out=, grad_out=); peers allocate theirs"
-    )
+    print("backends write into preallocated outputs (out=, grad_out=); peers allocate theirs")
     print(f"peers: {versions}")
     for name, why in {**skipped, **missing}.items():
         print(f"skipped {name}: {why}")

@@ -16,14 +16,29 @@ import numpy as np
 import fastsoftmax
 
 # SIMD extensions that matter to the kernels, per CPU family, as Linux names them.
-X86_SIMD = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-            "avx512_bf16", "avx512_fp16")
+X86_SIMD = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_bf16",
+    "avx512_fp16",
+)
 ARM_SIMD = ("asimd", "asimdhp", "sve", "sve2")
 # Where the Numba kernels live: the first of these packages that exists.
 KERNEL_PACKAGES = ("fastsoftmax._backends._numba", "fastsoftmax._backends")
 # LLVM's names for the few that it spells differently.
-LLVM_NAMES = {"sse4.2": "sse4_2", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
-              "neon": "asimd", "fullfp16": "asimdhp"}
+LLVM_NAMES = {
+    "sse4.2": "sse4_2",
+    "avx512bf16": "avx512_bf16",
+    "avx512fp16": "avx512_fp16",
+    "neon": "asimd",
+    "fullfp16": "asimdhp",
+}
 
 
 def add_parser(commands):

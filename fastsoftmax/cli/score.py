@@ -64,18 +64,26 @@ def add_parser(commands):
     parser = commands.add_parser(
         "score", help="score a .npy file of logits", description=DESCRIPTION
     )
-    parser.add_argument("input", metavar="INPUT.npy", help="2-D .npy file of logits (rows, classes)")
     parser.add_argument(
-        "-o", "--output", metavar="OUTPUT.npy", required=True, help="the .npy file to write")
+        "input", metavar="INPUT.npy", help="2-D .npy file of logits (rows, classes)"
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="OUTPUT.npy", required=True, help="the .npy file to write"
+    )
     parser.add_argument("--op", choices=OPS, default="softmax", help="default: softmax")
     parser.add_argument(
         "--k", type=_positive_int, help="how many classes --op topk keeps (1..classes)"
     )
     parser.add_argument(
-        "--indices", metavar="IDX.npy", help="the .npy file for the class indices of --op topk (required there)"
+        "--indices",
+        metavar="IDX.npy",
+        help="the .npy file for the class indices of --op topk (required there)",
     )
     parser.add_argument(
-        "--temperature", metavar="T", type=_temperature, help="divide the logits by T > 0 (default 1)"
+        "--temperature",
+        metavar="T",
+        type=_temperature,
+        help="divide the logits by T > 0 (default 1)",
     )
     parser.add_argument(
         "--batch-rows",
