@@ -1,0 +1,296 @@
+"""The ``c`` backend: C99 kernels compiled by cffi when the package is installed.
+
+The kernels (``src_c/``) are compiled once per instruction set and choose, at
+run time, the best one the CPU has: AVX-512, AVX2 with FMA, or the compiler's
+portable baseline. This module is the only one that touches the generated
+``ffi`` and ``lib``: each wrapper below turns the protocol's NumPy views into
+pointers and element strides and calls a kernel, which runs without the GIL.
+
+Threads
+-------
+Rows are split into contiguous ranges, one per thread, and the ranges run at
+the same time as GIL-free kernel calls: the calling thread takes the first
+range and a small Python thread pool the others. This was chosen over OpenMP
+and over a thread pool written in C because:
+
+- GNU OpenMP (libgomp) is not fork-safe (a forked child, such as a
+  multiprocessing or Dask worker, hangs in its first parallel region when the
+  parent had used one), and its idle threads spin, taking CPU from other work
+  between calls;
+- a Python pool reads ``get_num_threads()`` on every call, needs no compiler
+  support for threads, keeps the C code free of threading and global state,
+  and is simple to make fork-safe: a forked child forgets the pool and builds
+  its own on first use;
+- its cost, some tens of microseconds per call, matters only for small inputs,
+  and those stay on the calling thread (fewer than `MIN_ELEMENTS_PER_THREAD`
+  elements per thread).
+
+Calls from many Python threads at once are safe: the kernels are reentrant,
+and a caller whose ranges are still queued behind other calls runs them itself
+rather than waiting.
+"""
+
+import concurrent.futures
+import contextlib
+import os
+import threading
+
+import numpy as np
+
+from .._threads import get_num_threads
+from .._version import __version__
+
+try:
+    from .._fastsoftmax_c import ffi, lib
+except ImportError as exc:  # built without a C compiler, or a broken build
+    ffi = lib = None
+    _UNAVAILABLE = (
+        f"the C extension fastsoftmax._fastsoftmax_c could not be imported ({exc}); "
+        "reinstall fastsoftmax where a C compiler is available"
+    )
+
+# Below this many elements per thread a call is not worth splitting: the pool
+# round trip costs about as much as the kernel needs for this much work.
+MIN_ELEMENTS_PER_THREAD = 1 << 17
+
+ISA_LEVELS = ("baseline", "avx2", "avx512")
+
+_C_TYPES = {
+    np.dtype(np.float32): ("float *", "f32"),
+    np.dtype(np.float64): ("double *", "f64"),
+    np.dtype(np.int64): ("int64_t *", None),
+}
+
+
+def availability():
+    if lib is None:
+        return False, _UNAVAILABLE, None
+    return True, "", f"{__version__} ({isa()})"
+
+
+def isa():
+    """Name of the instruction set the kernels use now."""
+    return ISA_LEVELS[lib.fs_isa_level()]
+
+
+def supported_isa():
+    """Name of the best instruction set this CPU and build can run."""
+    return ISA_LEVELS[lib.fs_isa_supported()]
+
+
+@contextlib.contextmanager
+def limit_isa(name):
+    """Run the kernels at most at instruction set `name` inside the block (for tests).
+
+    The limit is process-wide: do not run kernels from other threads meanwhile.
+    """
+    previous = lib.fs_isa_level()
+    if previous == lib.fs_isa_supported():
+        previous = len(ISA_LEVELS) - 1  # no limit was set
+    lib.fs_isa_limit(ISA_LEVELS.index(name))
+    try:
+        yield isa()
+    finally:
+        lib.fs_isa_limit(previous)
+
+
+# ---------------------------------------------------------------------------
+# Pointers and the row-parallel runner
+# ---------------------------------------------------------------------------
+
+
+class _Rows:
+    """A ``(rows, C)`` or ``(rows,)`` array seen as a C pointer moved row by row."""
+
+    __slots__ = ("c_type", "address", "step", "stride")
+
+    def __init__(self, array):
+        self.c_type = _C_TYPES[array.dtype][0]
+        self.address = array.ctypes.data
+        self.step = array.strides[0] if array.ndim and array.shape[0] > 1 else 0
+        self.stride = self.step // array.itemsize
+
+    def at(self, row):
+        return ffi.cast(self.c_type, self.address + row * self.step)
+
+
+def _function(op, dtype):
+    return getattr(lib, f"fs_{op}_{_C_TYPES[dtype][1]}")
+
+
+_pool = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+_fork_hook_registered = False
+
+
+def _forget_pool():
+    """In a forked child: the parent's pool threads do not exist here."""
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+def _executor(workers):
+    """The shared pool, grown to at least `workers` threads."""
+    global _pool, _pool_size, _fork_hook_registered
+    with _pool_lock:
+        if _pool is None or _pool_size < workers:
+            if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_forget_pool)
+                _fork_hook_registered = True
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="fastsoftmax-c"
+            )
+            _pool_size = workers
+        return _pool
+
+
+def thread_count(n_rows, n_elements):
+    """How many threads a call over `n_rows` rows of `n_elements` in all uses."""
+    by_size = n_elements // MIN_ELEMENTS_PER_THREAD
+    return max(1, min(get_num_threads(), n_rows, by_size))
+
+
+def _run(part, n_rows, n_elements):
+    """Call ``part(start, stop)`` over row ranges covering ``range(n_rows)``, in parallel."""
+    threads = thread_count(n_rows, n_elements)
+    if threads == 1:
+        part(0, n_rows)
+        return
+    bounds = [n_rows * i // threads for i in range(threads + 1)]
+    pool = _executor(threads - 1)
+    queued = [
+        (pool.submit(part, bounds[i], bounds[i + 1]), bounds[i], bounds[i + 1])
+        for i in range(1, threads)
+    ]
+    part(bounds[0], bounds[1])
+    for future, start, stop in queued:
+        if future.cancel():  # not started: the pool is busy with other calls
+            part(start, stop)
+        else:
+            future.result()
+
+
+# ---------------------------------------------------------------------------
+# Kernels (protocol of fastsoftmax._backends)
+# ---------------------------------------------------------------------------
+
+
+def _rowwise(op, x, out, inv_temperature):
+    fn = _function(op, x.dtype)
+    src, dst = _Rows(x), _Rows(out)
+    n_rows, n_cols = x.shape
+
+    def part(start, stop):
+        fn(src.at(start), src.stride, dst.at(start), dst.stride, stop - start, n_cols,
+           inv_temperature)
+
+    _run(part, n_rows, x.size)
+
+
+def softmax(x, out, inv_temperature):
+    _rowwise("softmax", x, out, inv_temperature)
+
+
+def log_softmax(x, out, inv_temperature):
+    _rowwise("log_softmax", x, out, inv_temperature)
+
+
+def logsumexp(x, out):
+    fn = _function("logsumexp", x.dtype)
+    src, dst = _Rows(x), _Rows(out)
+    n_rows, n_cols = x.shape
+
+    def part(start, stop):
+        fn(src.at(start), src.stride, dst.at(start), stop - start, n_cols)
+
+    _run(part, n_rows, x.size)
+
+
+def _backward(op, grad, saved, out):
+    fn = _function(op, grad.dtype)
+    g, s, dst = _Rows(grad), _Rows(saved), _Rows(out)
+    n_rows, n_cols = grad.shape
+
+    def part(start, stop):
+        fn(g.at(start), g.stride, s.at(start), s.stride, dst.at(start), dst.stride,
+           stop - start, n_cols)
+
+    _run(part, n_rows, grad.size)
+
+
+def softmax_backward(grad, y, out):
+    _backward("softmax_backward", grad, y, out)
+
+
+def log_softmax_backward(grad, logp, out):
+    _backward("log_softmax_backward", grad, logp, out)
+
+
+def cross_entropy(
+    logits, target, weight, loss_out, grad_out, ignore_index, label_smoothing, z_loss, grad_scale
+):
+    options = ffi.new(
+        "fs_ce_options *",
+        {
+            "ignore_index": ignore_index,
+            "label_smoothing": label_smoothing,
+            "z_loss": z_loss,
+            "grad_scale": grad_scale,
+        },
+    )
+    z, loss = _Rows(logits), _Rows(loss_out)
+    t = _Rows(target)
+    w = ffi.NULL if weight is None else ffi.cast(_C_TYPES[weight.dtype][0], weight.ctypes.data)
+    g = None if grad_out is None else _Rows(grad_out)
+    n_rows, n_cols = logits.shape
+    probabilities = target.ndim == 2
+    fn = _function("cross_entropy_probs" if probabilities else "cross_entropy", logits.dtype)
+
+    def part(start, stop):
+        grad_ptr, grad_stride = (ffi.NULL, 0) if g is None else (g.at(start), g.stride)
+        target_args = (t.at(start), t.stride) if probabilities else (t.at(start),)
+        fn(z.at(start), z.stride, *target_args, w, loss.at(start), grad_ptr, grad_stride,
+           stop - start, n_cols, options)
+
+    _run(part, n_rows, logits.size)
+
+
+def softmax_topk(x, inv_temperature, probs_out, index_out):
+    fn = _function("softmax_topk", x.dtype)
+    src, probs, index = _Rows(x), _Rows(probs_out), _Rows(index_out)
+    n_rows, n_cols = x.shape
+    k = probs_out.shape[1]
+
+    def part(start, stop):
+        fn(src.at(start), src.stride, inv_temperature, probs.at(start), probs.stride,
+           index.at(start), index.stride, stop - start, n_cols, k)
+
+    _run(part, n_rows, x.size)
+
+
+# ---------------------------------------------------------------------------
+# The kernels' own exp and log, element-wise (for accuracy tests)
+# ---------------------------------------------------------------------------
+
+
+def _elementwise(op, x):
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    c_type, suffix = _C_TYPES[x.dtype]
+    getattr(lib, f"fs_{op}_{suffix}")(
+        ffi.cast(c_type, x.ctypes.data), ffi.cast(c_type, out.ctypes.data), x.size
+    )
+    return out
+
+
+def vector_exp(x):
+    """exp of a float32 or float64 array with the kernels' vectorized exp."""
+    return _elementwise("exp", x)
+
+
+def vector_log(x):
+    """log of a float32 array with the kernels' vectorized log."""
+    return _elementwise("log", x)

@@ -1,0 +1,67 @@
+"""cffi build script of the C backend (out-of-line API mode).
+
+``setup.py`` names ``src_c/build_ffi.py:ffibuilder`` in ``cffi_modules``, so
+``pip install .`` (from a checkout, an sdist or as an editable install)
+compiles ``fastsoftmax._fastsoftmax_c`` from the sources beside this file.
+Paths are resolved from ``__file__``; the cdef is ``fastsoftmax.h`` itself with
+its preprocessor lines removed, so the header stays the one declaration of the
+interface.
+
+The extension is optional: without a working C compiler the install still
+succeeds and ``fastsoftmax.backends()`` reports the C backend unavailable.
+Flags are portable (no ``-march=native``); the kernels reach AVX2 and AVX-512
+through per-function target options and runtime dispatch instead.
+"""
+
+import os
+import pathlib
+import sys
+
+import cffi
+
+HERE = pathlib.Path(__file__).resolve().parent
+HEADER = HERE / "fastsoftmax.h"
+SOURCES = ["fs_dispatch.c", "fs_isa_baseline.c", "fs_isa_avx2.c", "fs_isa_avx512.c"]
+DEPENDS = ["fastsoftmax.h", "fs_internal.h", "fs_instantiate.h", "fs_kernels.h", "fs_math.h"]
+
+# Optimisation without -ffast-math: the kernels' NaN/inf handling needs IEEE
+# semantics; contraction to FMA, no errno and no trapping only drop side effects.
+GNU_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math"]
+MSVC_FLAGS = ["/O2"]
+
+
+def cdef_source(header_text):
+    """The header as cffi's cdef takes it: without preprocessor lines."""
+    return "\n".join(
+        line for line in header_text.splitlines() if not line.lstrip().startswith("#")
+    )
+
+
+def _relative(path):
+    """`path` relative to the working directory when below it (setuptools wants that)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def make_builder():
+    builder = cffi.FFI()
+    builder.cdef(cdef_source(HEADER.read_text()))
+    builder.set_source(
+        "fastsoftmax._fastsoftmax_c",
+        '#include "fastsoftmax.h"',
+        sources=[_relative(HERE / name) for name in SOURCES],
+        depends=[_relative(HERE / name) for name in DEPENDS],
+        include_dirs=[_relative(HERE)],
+        extra_compile_args=MSVC_FLAGS if sys.platform == "win32" else GNU_FLAGS,
+        libraries=[] if sys.platform == "win32" else ["m"],
+        optional=True,
+    )
+    return builder
+
+
+ffibuilder = make_builder()
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

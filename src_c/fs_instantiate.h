@@ -1,0 +1,55 @@
+/*
+ * Instantiates fs_kernels.h for float and double and exports the table of
+ * entry points as FS_TABLE. Included by each fs_isa_*.c after it has chosen
+ * the instruction set (target pragma) and defined FS_VECTOR_BYTES.
+ */
+#include "fs_internal.h"
+#include "fs_math.h"
+
+#define REAL float
+#define SFX f32
+#define EXP(x) fs_expf(x)
+#define LANE_LOG(x) fs_logf(x)
+#include "fs_kernels.h"
+#undef REAL
+#undef SFX
+#undef EXP
+#undef LANE_LOG
+
+#define REAL double
+#define SFX f64
+#define EXP(x) fs_exp(x)
+#define LANE_LOG(x) log(x)
+#include "fs_kernels.h"
+#undef REAL
+#undef SFX
+#undef EXP
+#undef LANE_LOG
+
+static void log_map_f32(const float *x, float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = fs_logf(x[i]);
+}
+
+const fs_kernel_table FS_TABLE = {
+    softmax_f32,
+    softmax_f64,
+    log_softmax_f32,
+    log_softmax_f64,
+    logsumexp_f32,
+    logsumexp_f64,
+    softmax_backward_f32,
+    softmax_backward_f64,
+    log_softmax_backward_f32,
+    log_softmax_backward_f64,
+    cross_entropy_f32,
+    cross_entropy_f64,
+    cross_entropy_probs_f32,
+    cross_entropy_probs_f64,
+    softmax_topk_f32,
+    softmax_topk_f64,
+    exp_map_f32,
+    exp_map_f64,
+    log_map_f32,
+};
