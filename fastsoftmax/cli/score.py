@@ -193,14 +193,14 @@ def run(args):
     _check_op_options(args)
     logits = npyfiles.open_logits(args.input)
     rows, classes = logits.shape
-    try:
-        dtype = _checks.result_dtype(logits.dtype, args.dtype)
-        # Resolved once, so every batch runs on the backend the whole file would get.
-        backend = _dispatch.choose(args.backend, logits.size)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise CommandError(str(exc)) from None
+    dtype = _checks.result_dtype(logits.dtype, args.dtype)
     specs = _outputs(args, rows, classes, dtype)
     npyfiles.check_targets(specs, args.overwrite)
+    try:
+        # Resolved once, so every batch runs on the backend the whole file would get.
+        backend = _dispatch.choose(args.backend, logits.size)
+    except (ValueError, RuntimeError) as exc:
+        raise CommandError(str(exc)) from None
 
     compute = _batch_function(args, dtype, backend)
     input_row_bytes = classes * logits.dtype.itemsize
