@@ -12,6 +12,7 @@ Run from anywhere, e.g.::
 """
 
 import argparse
+import itertools
 import os
 import platform
 import sys
@@ -41,19 +42,17 @@ def measure(args):
     """``{(op, dtype, impl, shape): GB/s or the reason it was skipped}``."""
     cells = {}
     # Shapes outermost: the cached inputs of one shape serve every op and impl.
-    for shape in args.shapes:
-        for dtype in args.dtypes:
-            for op in args.ops:
-                for impl in args.impls:
-                    try:
-                        call = prepare(op, impl, common.shape_of(shape), dtype, best_output(op, impl))
-                    except NotImplementedError as exc:
-                        cells[op, dtype, impl, shape] = str(exc)
-                        continue
-                    cells[op, dtype, impl, shape] = measure_gbps(
-                        call, op, common.shape_of(shape), dtype, args.repeat
-                    )
-                    print(f"{op} {dtype} {impl} {shape}", file=sys.stderr)
+    for shape, dtype, op, impl in itertools.product(
+        args.shapes, args.dtypes, args.ops, args.impls
+    ):
+        size = common.shape_of(shape)
+        try:
+            call = prepare(op, impl, size, dtype, best_output(op, impl))
+        except NotImplementedError as exc:
+            cells[op, dtype, impl, shape] = str(exc)
+            continue
+        cells[op, dtype, impl, shape] = measure_gbps(call, op, size, dtype, args.repeat)
+        print(f"measured {op} {dtype} {impl} {shape}", file=sys.stderr)
     return cells
 
 
