@@ -22,6 +22,7 @@ import fastsoftmax
 
 from .. import _dispatch
 from . import contenders
+from ._arguments import positive_int
 from ._errors import CommandError
 
 SHAPES = ((1048576, 10), (65536, 128), (16384, 1000), (1024, 32000), (64, 256000))
@@ -82,16 +83,6 @@ def _names(choices):
     return parse
 
 
-def _threads(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_parser(commands):
     """Register ``bench`` and its options."""
     shapes = ",".join(f"{r}x{c}" for r, c in SHAPES)
@@ -116,7 +107,7 @@ def add_parser(commands):
     )
     parser.add_argument(
         "--threads",
-        type=_threads,
+        type=positive_int,
         help="CPU threads for fastsoftmax and torch (default: every CPU this process may use)",
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")

@@ -2,7 +2,8 @@
 
 Reports the versions, every backend with its availability (and why not), the
 thread count and Numba's threading layer, the CPU's SIMD features and where
-Numba caches compiled kernels. It never imports SciPy or PyTorch.
+Numba caches compiled kernels. It imports neither PyTorch nor SciPy (though
+Numba itself imports SciPy when it is installed).
 """
 
 import hashlib
@@ -29,8 +30,6 @@ X86_SIMD = (
     "avx512_fp16",
 )
 ARM_SIMD = ("asimd", "asimdhp", "sve", "sve2")
-# Where the Numba kernels live: the first of these packages that exists.
-KERNEL_PACKAGES = ("fastsoftmax._backends._numba", "fastsoftmax._backends")
 # LLVM's names for the few that it spells differently.
 LLVM_NAMES = {
     "sse4.2": "sse4_2",
@@ -39,6 +38,8 @@ LLVM_NAMES = {
     "neon": "asimd",
     "fullfp16": "asimdhp",
 }
+# Where the Numba kernels are defined: the first of these packages that exists.
+KERNEL_PACKAGES = ("fastsoftmax._backends._numba", "fastsoftmax._backends")
 
 
 def add_parser(commands):

@@ -19,6 +19,7 @@ import fastsoftmax
 
 from .. import _checks, _dispatch
 from . import npyfiles
+from ._arguments import positive_int
 from ._errors import CommandError
 from .progress import Progress
 
@@ -38,16 +39,6 @@ and their class indices (int64) to --indices. The output dtype is --dtype, else
 the input's float dtype (float64 for integer input). Outputs are written under
 a temporary name and renamed when complete.
 """
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _temperature(text):
@@ -72,7 +63,7 @@ def add_parser(commands):
     )
     parser.add_argument("--op", choices=OPS, default="softmax", help="default: softmax")
     parser.add_argument(
-        "--k", type=_positive_int, help="how many classes --op topk keeps (1..classes)"
+        "--k", type=positive_int, help="how many classes --op topk keeps (1..classes)"
     )
     parser.add_argument(
         "--indices",
@@ -88,7 +79,7 @@ def add_parser(commands):
     parser.add_argument(
         "--batch-rows",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         help=f"rows per batch (default: about {BATCH_BYTES // 2**20} MiB of data)",
     )
     parser.add_argument(
