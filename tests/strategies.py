@@ -193,7 +193,8 @@ def assert_close_scaled(actual, expected, scale, dtype, rtol=None):
     For results formed by cancellation (gradients, losses) whose natural error
     is relative to the size of the terms, `scale`, not of the result. Default
     `rtol` is 2e-6 for float32 results and 1e-13 for float64; float16 adds its
-    rounding. NaN must match NaN, infinities must match exactly.
+    rounding, and every dtype the smallest normal number of the compute dtype
+    (below it the grid is absolute). NaN must match NaN, infinities exactly.
     """
     actual = np.asarray(actual)
     dtype = np.dtype(dtype)
@@ -209,7 +210,9 @@ def assert_close_scaled(actual, expected, scale, dtype, rtol=None):
     finite = np.isfinite(expected)
     scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), expected.shape)[finite]
     ref = expected[finite]
-    tolerance = rtol * (np.abs(ref) + scale)
+    # Below the smallest normal number the grid is absolute; results there
+    # (subnormal, possibly flushed to zero) are checked absolutely.
+    tolerance = rtol * (np.abs(ref) + scale) + np.finfo(compute_dtype(dtype)).tiny
     if dtype == FLOAT16:
         tolerance = tolerance + _half_rounding(ref)
     error = np.abs(got[finite] - ref)
@@ -221,6 +224,26 @@ def assert_close_scaled(actual, expected, scale, dtype, rtol=None):
             f"{got[finite][worst]!r}, expected {ref[worst]!r}, error {error[worst]:.3g} "
             f"> tolerance {tolerance[worst]:.3g}"
         )
+
+
+def assert_same_to_rounding(actual, expected, kind, dtype=None):
+    """Two results of one computation agree up to the contract's rounding.
+
+    Kernels may take a vector or a scalar path depending on where their arrays
+    lie in memory (a runtime overlap check between input and output), which
+    changes the order of a sum; so repeated calls can differ in the last bits.
+    `kind` is ``"probability"`` or ``"log"`` (the accuracy bound around
+    `expected`) or ``"scaled"`` (relative to the largest value of `expected`,
+    for gradients and losses).
+    """
+    dtype = np.dtype(dtype if dtype is not None else np.asarray(actual).dtype)
+    expected = np.asarray(expected, dtype=np.float64)
+    if kind == "scaled":
+        finite = np.isfinite(expected)
+        size = np.abs(expected[finite]).max() if finite.any() else 0.0
+        assert_close_scaled(actual, expected, size, dtype)
+    else:
+        assert_matches_reference(actual, expected, kind, dtype)
 
 
 def assert_same_values(a, b):
