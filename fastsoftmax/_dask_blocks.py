@@ -1,9 +1,10 @@
 """What each Dask task of ``fastsoftmax.dask`` computes, on plain NumPy blocks.
 
 Two families: wrappers that call the local kernels on a block whose class axis
-is whole (the row-chunked plan), and the second pass of the class-chunked
-plan, which turns a chunk and its rows' merged states (``_dask_states``) into
-results. Nothing here imports Dask, so workers only need NumPy and this package.
+is whole (the row-chunked plan), and what the class-chunked plan computes from
+the merged states of ``_dask_states``: per-row results, and the second pass,
+which moves a chunk's local result onto its row's scale. Nothing here imports
+Dask, so workers only need NumPy and this package.
 """
 
 import math
@@ -71,7 +72,7 @@ def finish_loss(total, denominator, *, reduction, result_dtype):
 def gradient_scale(denominator):
     """What the gradient of a mean is multiplied by, as the local function does."""
     denominator = float(denominator)  # a 0-d block inside a task
-    return 1.0 / denominator if denominator else math.inf
+    return np.float64(1.0 / denominator if denominator else math.inf)
 
 
 # --- the row-chunked plan: local kernels on whole rows -----------------------------
@@ -118,21 +119,49 @@ def cross_entropy_rows(
 # --- the class-chunked plan: second pass from merged states -------------------------
 
 
-def rowwise_from_state(x, state, *, log, inv_temperature, kernel_dtype, result_dtype):
-    """softmax (or log_softmax) of one chunk given its rows' merged states."""
+def _chunk_to_row(chunk_state, state, inv_temperature):
+    """Per row, ``log(sum_chunk / sum_row)`` on the rows' common scale, and the rows to empty.
+
+    A chunk's local softmax times ``exp`` of the first is the row's softmax;
+    the local log_softmax plus it is the row's log_softmax. It is NaN for rows
+    without a finite maximum (NaN, +inf or only -inf anywhere): their results
+    are NaN. The second marks the other rows whose chunk holds only ``-inf``,
+    where the local result is NaN but the row's is 0 (or ``-inf``).
+    """
+    row_max, chunk_max = state["max"], chunk_state["max"]
+    defined = np.isfinite(row_max)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_ratio = (
+            np.log(chunk_state["sum"])
+            + (chunk_max - row_max) * inv_temperature
+            - np.log(state["sum"])
+        )
+    return np.where(defined, log_ratio, np.nan), defined & (chunk_max == -np.inf)
+
+
+def _row_softmax(x, chunk_state, state, temperature, backend):
+    """The row-wide softmax over one chunk, from the local kernel, in x's dtype."""
+    log_ratio, empty = _chunk_to_row(chunk_state, state, 1.0 / temperature)
+    p = fastsoftmax.softmax(x, temperature=temperature, backend=backend)
+    p *= np.exp(log_ratio).astype(x.dtype)[..., None]
+    p[empty] = 0
+    return p
+
+
+def rowwise_from_state(
+    x, chunk_state, state, *, log, temperature, kernel_dtype, result_dtype, backend
+):
+    """softmax (or log_softmax) of one chunk, given its own and its rows' merged states."""
     x = x.astype(kernel_dtype, copy=False)
-    maxima = state["max"]
-    # Rows with NaN, +inf or only -inf have no finite maximum: all NaN.
-    shift = np.where(np.isfinite(maxima), maxima, np.nan).astype(kernel_dtype)[..., None]
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        out = np.subtract(x, shift)
-        if inv_temperature != 1.0:
-            out *= kernel_dtype.type(inv_temperature)
-        if log:
-            out -= np.log(state["sum"]).astype(kernel_dtype)[..., None]
-        else:
-            np.exp(out, out=out)
-            out /= state["sum"].astype(kernel_dtype)[..., None]
+    chunk_state = chunk_state[..., 0]
+    if not log:
+        return _row_softmax(x, chunk_state, state, temperature, backend).astype(
+            result_dtype, copy=False
+        )
+    log_ratio, empty = _chunk_to_row(chunk_state, state, 1.0 / temperature)
+    out = fastsoftmax.log_softmax(x, temperature=temperature, backend=backend)
+    out += log_ratio.astype(kernel_dtype)[..., None]
+    out[empty] = -np.inf
     return out.astype(result_dtype, copy=False)
 
 
@@ -186,14 +215,26 @@ def cross_entropy_loss_from_state(state, target, row_weight, *, options, dtype):
 
 
 def cross_entropy_grad_from_state(
-    logits, classes, target, weight, row_weight, state, scale, *, options, weight_total
+    logits,
+    classes,
+    target,
+    weight,
+    row_weight,
+    scale,
+    chunk_state,
+    state,
+    *,
+    options,
+    weight_total,
+    backend,
 ):
     """The gradient of the reduced loss for one chunk, from the merged states.
 
     `weight` is the chunk's class weights or None, `row_weight` the rows'
-    ``w[y]`` (0 when ignored), `scale` the factor of a mean (1 otherwise, a 0-d
-    array when it depends on the targets) and `weight_total` the sum of all
-    class weights.
+    ``w[y]`` (0 when ignored), `scale` the factor of a mean (1 otherwise, a
+    0-d array when it depends on the targets), `chunk_state` and `state` the
+    chunk's own and the rows' merged states, and `weight_total` the sum of
+    all class weights.
     """
     dtype = options.kernel_dtype
     z = logits.astype(dtype, copy=False)
@@ -201,14 +242,9 @@ def cross_entropy_grad_from_state(
         return np.empty(z.shape, dtype=options.result_dtype)
     eps = options.label_smoothing
     smooth = eps / options.n_classes
-    maxima = state["max"]
-    log_sum = states.log_sum(state)
-    # Rows without a finite maximum (NaN, +inf or only -inf) get NaN gradients.
-    shift = np.where(np.isfinite(maxima), maxima, np.nan)
+    # NaN rows where the row has no finite maximum, as the local kernels give.
+    p = _row_softmax(z, chunk_state[..., 0], state, 1.0, backend)
     with np.errstate(invalid="ignore", over="ignore"):
-        # exp(z - lse) as exp((z - max) - log(sum)): float32 loses nothing to
-        # the size of the logits
-        p = np.exp((z - shift.astype(dtype)[..., None]) - log_sum.astype(dtype)[..., None])
         if options.class_targets:
             kept = target != options.ignore_index
             coeff = (1 - eps) * row_weight + smooth * weight_total
@@ -225,7 +261,8 @@ def cross_entropy_grad_from_state(
                 q *= weight.astype(dtype)
             grad = state["q_total"].astype(dtype)[..., None] * p - q
         if options.z_loss:
-            grad += (2 * options.z_loss * (shift + log_sum)).astype(dtype)[..., None] * p
+            lse = states.logsumexp_of(state)
+            grad += (2 * options.z_loss * lse).astype(dtype)[..., None] * p
         grad *= dtype.type(float(scale))
         if options.class_targets:
             grad[~kept] = 0

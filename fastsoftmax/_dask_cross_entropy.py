@@ -91,7 +91,15 @@ def build(logits, target, weight, options, reduction, return_grad, backend):
     loss_dtype = options.result_dtype if reduction == "none" else np.dtype(np.float64)
     if graph.is_split(logits, logits.ndim - 1):
         loss_rows, grad = _split_rows(
-            logits, target, weight, row_weight, grad_scale, options, loss_dtype, return_grad
+            logits,
+            target,
+            weight,
+            row_weight,
+            grad_scale,
+            options,
+            loss_dtype,
+            return_grad,
+            backend,
         )
     else:
         loss_rows, grad = _whole_rows(
@@ -142,29 +150,30 @@ def _whole_rows(logits, target, weight, grad_scale, options, return_grad, backen
     return result if return_grad else (result, None)
 
 
-def _split_rows(logits, target, weight, row_weight, grad_scale, options, loss_dtype, return_grad):
+def _split_rows(
+    logits, target, weight, row_weight, grad_scale, options, loss_dtype, return_grad, backend
+):
     """Per-row losses and the gradient when the class axis is split: merged states."""
     ix = graph.Indices(logits.ndim)
     classes = (graph.class_ids(logits), ix.classes)
     target_arg = (target, ix.rows if options.class_targets else ix.block)
     chunk_weight = None if weight is None else da.from_array(weight, chunks=(logits.chunks[-1],))
     weight_arg = graph.pair(chunk_weight, ix.classes)
-    states = graph.merged_states(
-        partial(_dask_states.cross_entropy_state, options=options),
+    per_chunk, merged = graph.merged_states(
+        partial(_dask_states.cross_entropy_state, options=options, backend=backend),
         _dask_states.CROSS_ENTROPY_STATE,
         logits,
         *classes,
         *target_arg,
         *weight_arg,
     )
-    row_args = (
-        (*target_arg, *graph.pair(row_weight, ix.rows))
-        if options.class_targets
-        else (None, None, None, None)
-    )
+    if options.class_targets:
+        row_args = (*target_arg, *graph.pair(row_weight, ix.rows))
+    else:
+        row_args = (None, None, None, None)
     loss_rows = graph.from_states(
         partial(_dask_blocks.cross_entropy_loss_from_state, options=options, dtype=loss_dtype),
-        states,
+        merged,
         loss_dtype,
         *row_args,
         x_ndim=logits.ndim,
@@ -173,22 +182,22 @@ def _split_rows(logits, target, weight, row_weight, grad_scale, options, loss_dt
     if not return_grad:
         return loss_rows, None
     weight_total = float(options.n_classes if weight is None else weight.sum())
-    grad = da.blockwise(
+    grad = graph.second_pass(
         partial(
-            _dask_blocks.cross_entropy_grad_from_state, options=options, weight_total=weight_total
+            _dask_blocks.cross_entropy_grad_from_state,
+            options=options,
+            weight_total=weight_total,
+            backend=backend,
         ),
-        ix.block,
         logits,
-        ix.block,
+        per_chunk,
+        merged,
         *classes,
         *target_arg,
         *weight_arg,
         *graph.pair(row_weight, ix.rows),
-        states,
-        ix.rows,
         *graph.pair(1.0 if grad_scale is None else grad_scale, ()),
         dtype=options.result_dtype,
-        meta=graph.meta(logits.ndim, options.result_dtype),
         token="fastsoftmax-grad",
     )
     return loss_rows, grad

@@ -80,12 +80,13 @@ def class_ids(x):
 
 
 def merged_states(state_of_chunk, dtype, x, *aligned, inv_temperature=1.0):
-    """Per-row states of `x` (class axis last), merged over its class chunks.
+    """Per-row states of `x` (class axis last): per chunk, and merged over the chunks.
 
     ``state_of_chunk(x_block, *aligned_blocks)`` returns a block's states of
     structured dtype `dtype`, with the class axis kept at length 1; `aligned`
-    are further blockwise ``(argument, index)`` pairs. Returns a Dask array of
-    the batch shape, chunked like `x`'s rows.
+    are further blockwise ``(argument, index)`` pairs. Returns the chunks'
+    states (one block per block of `x`, each one column wide) and their merge,
+    of the batch shape and chunked like `x`'s rows.
     """
     ix = Indices(x.ndim)
     per_chunk = da.blockwise(
@@ -100,7 +101,7 @@ def merged_states(state_of_chunk, dtype, x, *aligned, inv_temperature=1.0):
         token="fastsoftmax-chunk-states",
     )
     merge = partial(_dask_states.merge, inv_temperature=inv_temperature)
-    return da.reduction(
+    merged = da.reduction(
         per_chunk,
         _dask_states.keep,
         merge,
@@ -109,6 +110,32 @@ def merged_states(state_of_chunk, dtype, x, *aligned, inv_temperature=1.0):
         dtype=dtype,
         meta=meta(x.ndim - 1, dtype),
         name="fastsoftmax-merge-states",
+    )
+    return per_chunk, merged
+
+
+def second_pass(function, x, per_chunk, merged, *aligned, dtype, token):
+    """Map `function` over the blocks of `x` with their own and their rows' states.
+
+    ``function(x_block, *aligned_blocks, chunk_states, row_states)``; the
+    chunks' states pair with `x`'s blocks one to one, though their class chunks
+    are one column wide, so the arrays are not aligned by size.
+    """
+    ix = Indices(x.ndim)
+    return da.blockwise(
+        function,
+        ix.block,
+        x,
+        ix.block,
+        *aligned,
+        per_chunk,
+        ix.block,
+        merged,
+        ix.rows,
+        align_arrays=False,
+        dtype=dtype,
+        meta=meta(x.ndim, dtype),
+        token=token,
     )
 
 

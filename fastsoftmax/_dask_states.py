@@ -62,44 +62,53 @@ def _new_state(batch_shape, dtype):
     return state
 
 
-def _fill_max_sum(state, x, inv_temperature):
-    """Set ``max`` and ``sum`` from the chunk `x` (class axis last, width >= 1)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        maxima = np.max(x, axis=-1)
-        scaled = x - shift_of(maxima).astype(x.dtype)[..., None]
-        if inv_temperature != 1.0:
-            scaled *= x.dtype.type(inv_temperature)
-        np.exp(scaled, out=scaled)
-        state["max"] = maxima
-        state["sum"] = np.sum(scaled, axis=-1)
+def _fill_from_local_top(state, x, k, temperature, backend):
+    """Fill ``max``, ``sum`` and any ``top_logits`` from one local call; return the order.
+
+    The local ``softmax_topk`` kernel reads the chunk `x` (class axis last,
+    width >= 1) once; its top probability is ``exp(0) / sum``, which gives the
+    sum. Rows whose chunk softmax is NaN (only ``-inf``, or NaN or ``+inf``
+    present) take their maximum from NumPy and sum 0. Their candidates come
+    back as ``0..k-1``: the right order for a chunk of only ``-inf``, and any
+    other such row is NaN as a whole. The order is the candidates' positions
+    in `x`.
+    """
+    probs, order = fastsoftmax.softmax_topk(x, k, temperature=temperature, backend=backend)
+    logits = np.take_along_axis(x, order, axis=-1)
+    top = probs[..., 0].astype(np.float64)
+    unusable = np.isnan(top)
+    maxima = logits[..., 0].astype(np.float64)
+    maxima[unusable] = np.max(x[unusable], axis=-1)
+    with np.errstate(divide="ignore"):
+        state["sum"] = np.where(unusable, 0.0, 1.0 / top)
+    state["max"] = maxima
+    if "top_logits" in state.dtype.names:
+        state["top_logits"][..., :k] = logits
+    return order
 
 
-def softmax_state(x, *, inv_temperature, kernel_dtype):
+def softmax_state(x, *, temperature, kernel_dtype, backend):
     """The (max, sum) state of one chunk, class axis kept with length 1."""
     x = x.astype(kernel_dtype, copy=False)
     state = _new_state(x.shape[:-1], SOFTMAX_STATE)
     if x.shape[-1]:
-        _fill_max_sum(state, x, inv_temperature)
+        _fill_from_local_top(state, x, 1, temperature, backend)
     return state[..., np.newaxis]
 
 
-def topk_state(x, classes, *, k, inv_temperature, kernel_dtype, backend):
+def topk_state(x, classes, *, k, temperature, kernel_dtype, backend):
     """The state of one chunk for softmax_topk; `classes` are the chunk's class ids."""
     x = x.astype(kernel_dtype, copy=False)
     state = _new_state(x.shape[:-1], topk_state_dtype(k))
     width = x.shape[-1]
     if width:
-        _fill_max_sum(state, x, inv_temperature)
-        # The local kernel orders by logit, ties to the lower index; rows whose
-        # chunk softmax is NaN come back as 0..k-1, which is the right order for
-        # an all -inf chunk, and any other such row is NaN for the whole row.
-        _, order = fastsoftmax.softmax_topk(x, min(k, width), backend=backend)
-        state["top_logits"][..., : order.shape[-1]] = np.take_along_axis(x, order, axis=-1)
-        state["top_indices"][..., : order.shape[-1]] = order + classes[0]
+        k_here = min(k, width)
+        order = _fill_from_local_top(state, x, k_here, temperature, backend)
+        state["top_indices"][..., :k_here] = order + classes[0]
     return state[..., np.newaxis]
 
 
-def cross_entropy_state(logits, classes, target, weight, *, options):
+def cross_entropy_state(logits, classes, target, weight, *, options, backend):
     """The state of one chunk for cross_entropy.
 
     `classes` are the chunk's class ids, `target` the rows' class indices (or
@@ -111,7 +120,7 @@ def cross_entropy_state(logits, classes, target, weight, *, options):
     width = z.shape[-1]
     if not width:
         return state[..., np.newaxis]
-    _fill_max_sum(state, z, 1.0)
+    _fill_from_local_top(state, z, 1, 1.0, backend)
     eps = options.label_smoothing
     if options.class_targets:
         column = target - classes[0]
@@ -146,6 +155,7 @@ def keep(states, axis, keepdims):
 def merge(states, axis, keepdims, *, inv_temperature=1.0):
     """Merge states along `axis` (a one-element tuple, as Dask's reduction passes it)."""
     (axis,) = axis
+    names = states.dtype.names
     maxima = states["max"]
     new_max = np.max(maxima, axis=axis, keepdims=True)  # NaN wins, then +inf
     merged = np.empty(new_max.shape, dtype=states.dtype)
@@ -157,7 +167,6 @@ def merge(states, axis, keepdims, *, inv_temperature=1.0):
             maxima == -np.inf, 0.0, states["sum"] * np.exp((maxima - new_max) * inv_temperature)
         )
         merged["sum"] = np.sum(rescaled, axis=axis, keepdims=True)
-        names = states.dtype.names
         if "target_logit" in names:
             merged["target_logit"] = np.sum(states["target_logit"], axis=axis, keepdims=True)
         if "q_gap" in names:

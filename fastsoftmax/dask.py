@@ -14,12 +14,13 @@ The plan follows the chunks of the class axis, which is never rechunked:
 * **Class axis split across chunks** (vocabulary-parallel): a first pass reduces
   every chunk to a small state per row: the online-softmax pair (max, sum of
   exp), and what the operation needs besides (the target logit, top-k
-  candidates). A Dask reduction with a combine step merges the states of a
-  row's chunks as a tree, with the same NaN and infinity rules as the local
-  kernels. softmax, log_softmax and the cross-entropy gradient then take a
-  second, elementwise pass per chunk; logsumexp, softmax_topk and the
-  cross-entropy loss come straight from the merged states. These passes run
-  in NumPy; the local kernels still pick each chunk's top-k candidates.
+  candidates), from one local ``softmax_topk`` call per chunk. A Dask
+  reduction with a combine step merges the states of a row's chunks as a
+  tree, with the same NaN and infinity rules as the local kernels. logsumexp,
+  softmax_topk and the cross-entropy loss come straight from the merged
+  states. softmax, log_softmax and the cross-entropy gradient take a second
+  pass per chunk: the local function on the chunk, moved onto the row's scale
+  by one factor (or term) per row.
 
 Unlike the local functions these take no ``out`` or ``grad_out``: store results
 with ``dask.array.store`` or ``dask.array.to_zarr``. Reduced cross-entropy
@@ -65,29 +66,30 @@ def _rowwise(op, x, axis, temperature, dtype, backend):
         )
     xt = graph.class_last(x, axis)
     kernel_dtype = _checks.compute_dtype(result_dtype)
-    states = graph.merged_states(
-        partial(_dask_states.softmax_state, inv_temperature=inv_t, kernel_dtype=kernel_dtype),
+    per_chunk, merged = graph.merged_states(
+        partial(
+            _dask_states.softmax_state,
+            temperature=temperature,
+            kernel_dtype=kernel_dtype,
+            backend=backend,
+        ),
         _dask_states.SOFTMAX_STATE,
         xt,
         inv_temperature=inv_t,
     )
-    ix = graph.Indices(xt.ndim)
-    second_pass = partial(
-        _dask_blocks.rowwise_from_state,
-        log=op == "log_softmax",
-        inv_temperature=inv_t,
-        kernel_dtype=kernel_dtype,
-        result_dtype=result_dtype,
-    )
-    out = da.blockwise(
-        second_pass,
-        ix.block,
+    out = graph.second_pass(
+        partial(
+            _dask_blocks.rowwise_from_state,
+            log=op == "log_softmax",
+            temperature=temperature,
+            kernel_dtype=kernel_dtype,
+            result_dtype=result_dtype,
+            backend=backend,
+        ),
         xt,
-        ix.block,
-        states,
-        ix.rows,
+        per_chunk,
+        merged,
         dtype=result_dtype,
-        meta=graph.meta(xt.ndim, result_dtype),
         token=token,
     )
     return graph.class_back(out, axis)
@@ -246,14 +248,16 @@ def logsumexp(x, axis=-1, *, keepdims=False, dtype=None, backend="auto"):
             token="fastsoftmax-logsumexp",
         )
     kernel_dtype = _checks.compute_dtype(result_dtype)
-    states = graph.merged_states(
-        partial(_dask_states.softmax_state, inv_temperature=1.0, kernel_dtype=kernel_dtype),
+    _, merged = graph.merged_states(
+        partial(
+            _dask_states.softmax_state, temperature=1.0, kernel_dtype=kernel_dtype, backend=backend
+        ),
         _dask_states.SOFTMAX_STATE,
         graph.class_last(x, axis),
     )
     lse = graph.from_states(
         partial(_dask_blocks.logsumexp_from_state, result_dtype=result_dtype),
-        states,
+        merged,
         result_dtype,
         x_ndim=x.ndim,
         token="fastsoftmax-logsumexp",
@@ -328,11 +332,11 @@ def softmax_topk(x, k, axis=-1, *, temperature=1.0, backend="auto"):
         )
         return graph.class_back(probs, axis), graph.class_back(indices, axis)
     kernel_dtype = _checks.compute_dtype(result_dtype)
-    states = graph.merged_states(
+    _, merged = graph.merged_states(
         partial(
             _dask_states.topk_state,
             k=k,
-            inv_temperature=inv_t,
+            temperature=temperature,
             kernel_dtype=kernel_dtype,
             backend=backend,
         ),
@@ -346,7 +350,7 @@ def softmax_topk(x, k, axis=-1, *, temperature=1.0, backend="auto"):
         partial(
             _dask_blocks.topk_probs_from_state, inv_temperature=inv_t, result_dtype=result_dtype
         ),
-        states,
+        merged,
         result_dtype,
         x_ndim=xt.ndim,
         new_classes=k,
@@ -354,7 +358,7 @@ def softmax_topk(x, k, axis=-1, *, temperature=1.0, backend="auto"):
     )
     indices = graph.from_states(
         _dask_blocks.topk_indices_from_state,
-        states,
+        merged,
         np.dtype(np.int64),
         x_ndim=xt.ndim,
         new_classes=k,
