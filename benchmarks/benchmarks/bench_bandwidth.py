@@ -20,6 +20,7 @@ class Bandwidth:
     params = [OPERATIONS, common.SHAPES, common.DTYPES, common.IMPLEMENTATIONS]
     param_names = ["op", "shape", "dtype", "impl"]
     unit = "GB/s"
+    timeout = common.TIMEOUT
 
     def setup(self, op, shape, dtype, impl):
         self.shape = common.shape_of(shape)

@@ -21,6 +21,7 @@ class PeakMemory:
     op = None
     params = [common.SHAPES, common.DTYPES, common.IMPLEMENTATIONS]
     param_names = ["shape", "dtype", "impl"]
+    timeout = common.TIMEOUT
 
     def setup(self, shape, dtype, impl):
         if impl == "cuda":

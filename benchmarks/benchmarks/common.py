@@ -32,6 +32,9 @@ OUTPUTS = ["new", "out"]
 
 TOPK = 5
 SEED = 1234
+# Seconds one benchmark case may take: the slowest peers need a few seconds a
+# call at the largest shapes, and a busy machine stretches that.
+TIMEOUT = 300
 
 
 def threads():
