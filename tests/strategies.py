@@ -22,8 +22,6 @@ bound adds half a float16 ulp (relative ``2**-11``, absolute ``2**-25`` for
 subnormals) to the float32 one.
 """
 
-import threading
-
 import hypothesis
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -251,36 +249,3 @@ def assert_same_values(a, b):
     a, b = np.asarray(a), np.asarray(b)
     assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, a.shape, b.dtype, b.shape)
     np.testing.assert_array_equal(a, b)
-
-
-# --- misc --------------------------------------------------------------------
-
-
-def run_in_threads(functions, n_threads):
-    """Call every function from `n_threads` threads released together.
-
-    Returns the results per function in call order; re-raises the first error.
-    """
-    barrier = threading.Barrier(n_threads)
-    results = [None] * n_threads
-    errors = []
-
-    def worker(slot):
-        try:
-            barrier.wait()
-            results[slot] = [f() for f in functions[slot::n_threads]]
-        except BaseException as exc:  # surfaced in the main thread below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    ordered = [None] * len(functions)
-    for slot in range(n_threads):
-        for j, value in enumerate(results[slot]):
-            ordered[slot + j * n_threads] = value
-    return ordered
