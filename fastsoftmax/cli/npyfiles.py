@@ -1,4 +1,4 @@
-""".npy files mapped into memory: checked inputs, outputs that appear whole or not at all.
+""".npy files a batch of rows at a time: checked inputs, outputs that appear whole or not at all.
 
 Reading or writing a memory map leaves every touched page counted in the
 process's resident memory until it is unmapped, so a pass over an 800 MB file
@@ -50,8 +50,15 @@ def _read_header(path):
         raise CommandError(f"{path} is not a .npy file ({exc})") from None
 
 
-def open_logits(path):
-    """Map a 2-D .npy file of logits read-only, after checking it can be scored.
+class LogitsFile:
+    """A checked 2-D .npy file of logits, read a batch of rows at a time.
+
+    C-ordered files are memory-mapped: a batch is a view of the map, and
+    `release` drops its pages once it is scored. In a Fortran-ordered file a
+    batch of rows is a short run in every column; touching those runs through
+    a map makes the kernel map whole folios around them, which is nearly the
+    whole file, so such files are read instead, one read per class into a
+    reused buffer of one batch.
 
     Parameters
     ----------
@@ -59,36 +66,76 @@ def open_logits(path):
         A .npy file holding a ``(rows, classes)`` array of float16, float32,
         float64, integer or bool values, in either memory order.
 
-    Returns
-    -------
-    numpy.memmap
-        The read-only mapped array.
-
     Raises
     ------
     CommandError
         For a missing file, a file that is not a .npy file or is truncated, an
         array that is not 2-D, or an unsupported dtype.
     """
-    shape, _, dtype, offset, file_size = _read_header(path)
-    if not _is_supported(dtype):
-        raise CommandError(
-            f"{path}: unsupported dtype {dtype}; expected float16, float32, float64, "
-            "integer or bool logits"
-        )
-    if len(shape) != 2:
-        hint = "; save a single row with shape (1, classes)" if len(shape) == 1 else ""
-        raise CommandError(
-            f"{path}: expected a 2-D array of logits (rows, classes), got {len(shape)}-D "
-            f"shape {shape}{hint}"
-        )
-    data_bytes = int(np.prod(shape)) * dtype.itemsize
-    if file_size < offset + data_bytes:
-        raise CommandError(
-            f"{path} is truncated: its header promises {data_bytes} bytes of data "
-            f"but the file holds {max(file_size - offset, 0)}"
-        )
-    return np.lib.format.open_memmap(path, mode="r")
+
+    def __init__(self, path):
+        shape, fortran_order, dtype, offset, file_size = _read_header(path)
+        if not _is_supported(dtype):
+            raise CommandError(
+                f"{path}: unsupported dtype {dtype}; expected float16, float32, float64, "
+                "integer or bool logits"
+            )
+        if len(shape) != 2:
+            hint = "; save a single row with shape (1, classes)" if len(shape) == 1 else ""
+            raise CommandError(
+                f"{path}: expected a 2-D array of logits (rows, classes), got {len(shape)}-D "
+                f"shape {shape}{hint}"
+            )
+        data_bytes = int(np.prod(shape)) * dtype.itemsize
+        if file_size < offset + data_bytes:
+            raise CommandError(
+                f"{path} is truncated: its header promises {data_bytes} bytes of data "
+                f"but the file holds {max(file_size - offset, 0)}"
+            )
+        self.path, self.shape, self.dtype = path, shape, dtype
+        self._offset = offset
+        self._columns = None  # Fortran order: (classes, batch rows) read buffer
+        if fortran_order and 0 not in shape:
+            self._map = None
+            self._file = open(path, "rb", buffering=0)
+        else:
+            self._map = np.lib.format.open_memmap(path, mode="r")
+            self._file = None
+
+    @property
+    def size(self):
+        return self.shape[0] * self.shape[1]
+
+    def rows(self, start, stop):
+        """Rows ``start:stop`` as an array, valid until the next call."""
+        if self._map is not None:
+            return self._map[start:stop]
+        count = stop - start
+        if self._columns is None or self._columns.shape[1] < count:
+            self._columns = np.empty((self.shape[1], count), dtype=self.dtype)
+        run_bytes = count * self.dtype.itemsize
+        for j, column in enumerate(self._columns[:, :count]):
+            self._file.seek(self._offset + (j * self.shape[0] + start) * self.dtype.itemsize)
+            if self._file.readinto(column) != run_bytes:
+                raise CommandError(f"{self.path}: the file shrank while it was read")
+        return self._columns[:, :count].T
+
+    def release(self):
+        """Drop the pages of the rows read so far from resident memory."""
+        if self._map is not None:
+            release_pages(self._map)
+
+    def close(self):
+        self._map = None
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
 
 
 def release_pages(*arrays):

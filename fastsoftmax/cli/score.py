@@ -182,40 +182,50 @@ def _sigterm_as_exit():
 def run(args):
     """Score ``args.input`` into ``args.output`` (and ``args.indices``); returns 0."""
     _check_op_options(args)
-    logits = npyfiles.open_logits(args.input)
-    rows, classes = logits.shape
-    dtype = _checks.result_dtype(logits.dtype, args.dtype)
-    specs = _outputs(args, rows, classes, dtype)
-    npyfiles.check_targets(specs, args.overwrite)
-    try:
-        # Resolved once, so every batch runs on the backend the whole file would get.
-        backend = _dispatch.choose(args.backend, logits.size)
-    except (ValueError, RuntimeError) as exc:
-        raise CommandError(str(exc)) from None
-
-    compute = _batch_function(args, dtype, backend)
-    input_row_bytes = classes * logits.dtype.itemsize
-    batch_rows = args.batch_rows or default_batch_rows(specs, input_row_bytes)
-    progress = Progress(
-        args.op,
-        rows,
-        input_row_bytes + sum(_row_bytes(spec) for spec in specs),
-        sys.stderr,
-        enabled=not args.quiet and sys.stderr.isatty(),
-    )
-    try:
-        with _sigterm_as_exit(), npyfiles.NewFiles(specs) as files:
-            for start in range(0, rows, batch_rows):
-                stop = min(start + batch_rows, rows)
-                try:
-                    compute(logits[start:stop], *(a[start:stop] for a in files.arrays))
-                except (TypeError, ValueError, RuntimeError) as exc:
-                    raise CommandError(str(exc)) from None
-                npyfiles.release_pages(logits, *files.arrays)
-                progress.update(stop)
-            files.commit()
-    except BaseException:
-        progress.abandon()
-        raise
+    with npyfiles.LogitsFile(args.input) as logits:
+        rows, classes = logits.shape
+        dtype = _checks.result_dtype(logits.dtype, args.dtype)
+        specs = _outputs(args, rows, classes, dtype)
+        npyfiles.check_targets(specs, args.overwrite)
+        try:
+            # Resolved once, so every batch runs on the backend the whole file would get.
+            backend = _dispatch.choose(args.backend, logits.size)
+        except (ValueError, RuntimeError) as exc:
+            raise CommandError(str(exc)) from None
+        input_row_bytes = classes * logits.dtype.itemsize
+        progress = Progress(
+            args.op,
+            rows,
+            input_row_bytes + sum(_row_bytes(spec) for spec in specs),
+            sys.stderr,
+            enabled=not args.quiet and sys.stderr.isatty(),
+        )
+        try:
+            _score(
+                logits,
+                specs,
+                _batch_function(args, dtype, backend),
+                args.batch_rows or default_batch_rows(specs, input_row_bytes),
+                progress,
+            )
+        except BaseException:
+            progress.abandon()
+            raise
     progress.finish(rows)
     return 0
+
+
+def _score(logits, specs, compute, batch_rows, progress):
+    """Compute every batch into new files, then rename them into place."""
+    rows = logits.shape[0]
+    with _sigterm_as_exit(), npyfiles.NewFiles(specs) as files:
+        for start in range(0, rows, batch_rows):
+            stop = min(start + batch_rows, rows)
+            try:
+                compute(logits.rows(start, stop), *(a[start:stop] for a in files.arrays))
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise CommandError(str(exc)) from None
+            logits.release()
+            npyfiles.release_pages(*files.arrays)
+            progress.update(stop)
+        files.commit()
