@@ -28,19 +28,22 @@ OPS = ("softmax", "log_softmax", "logsumexp", "topk")
 TOPK = 5
 
 
-def write_logits(path, rows, classes, chunk_rows=1024, seed=0):
+def write_logits(path, rows, classes, fortran_order=False, chunk_bytes=4 * 2**20, seed=0):
     """A float32 (rows, classes) .npy file of random logits, written a chunk at a time.
 
     Plain writes, not a memory map: this process must stay small, because a
-    child's peak RSS starts from its parent's peak at the time of the spawn.
+    child's peak RSS starts from its parent's peak at the time of the spawn. In
+    Fortran order the file holds the columns one after another.
     """
     rng = np.random.default_rng(seed)
-    header = {"descr": "<f4", "fortran_order": False, "shape": (rows, classes)}
+    header = {"descr": "<f4", "fortran_order": fortran_order, "shape": (rows, classes)}
+    lines, width = (classes, rows) if fortran_order else (rows, classes)
+    chunk_lines = max(1, chunk_bytes // (4 * width))
     with open(path, "wb") as file:
         np.lib.format.write_array_header_1_0(file, header)
-        for start in range(0, rows, chunk_rows):
-            count = min(chunk_rows, rows - start)
-            file.write((rng.standard_normal((count, classes), dtype=np.float32) * 4).tobytes())
+        for start in range(0, lines, chunk_lines):
+            count = min(chunk_lines, lines - start)
+            file.write((rng.standard_normal((count, width), dtype=np.float32) * 4).tobytes())
 
 
 def measure(command):
@@ -87,16 +90,18 @@ def main(argv=None):
     parser.add_argument("--limit-mb", type=float, default=400, help="peak RSS bound (400)")
     parser.add_argument("--ops", default=",".join(OPS), help="comma-separated --op values")
     parser.add_argument("--backend", default="auto", help="--backend for score (auto)")
+    parser.add_argument("--fortran", action="store_true", help="a Fortran-ordered input file")
     parser.add_argument("--dir", help="where to put the files (default: the temp directory)")
     args = parser.parse_args(argv)
 
     rows = int(args.mb * 1e6 / (args.classes * 4))
     with tempfile.TemporaryDirectory(dir=args.dir) as work:
         source = os.path.join(work, "logits.npy")
-        write_logits(source, rows, args.classes)
+        write_logits(source, rows, args.classes, fortran_order=args.fortran)
         input_bytes = os.path.getsize(source)
+        order = "Fortran" if args.fortran else "C"
         print(
-            f"input: {rows} x {args.classes} float32, {input_bytes / 1e6:.0f} MB; "
+            f"input: {rows} x {args.classes} float32 in {order} order, {input_bytes / 1e6:.0f} MB; "
             f"backend {args.backend}; limit {args.limit_mb:.0f} MB"
         )
 
