@@ -1,0 +1,217 @@
+"""The memory rule: with ``out=`` given, no temporary the size of the input.
+
+Two measurements on every CPU backend, each after a warm-up call:
+
+- ``tracemalloc`` peak, which sees every NumPy allocation (the API's and the
+  NumPy backend's temporaries, staging buffers);
+- peak resident memory (``VmHWM``, reset through ``/proc/self/clear_refs``),
+  which also sees ``malloc`` in C and Numba's runtime. Free heap memory is
+  first handed back to the system (``malloc_trim``) so that a temporary cannot
+  hide in pages the process already holds.
+
+Both must stay under 1% of the input plus `SMALL` (per-row arrays, blocks of a
+few tens of thousands of elements, the interpreter's own bookkeeping).
+"""
+
+import ctypes
+import ctypes.util
+import sys
+import tracemalloc
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import fastsoftmax
+
+SMALL = 1 << 20
+ROWS, CLASSES = 2048, 2048  # 16 MiB of float32
+
+
+def peak_traced(call):
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def _status(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def rss_peak_supported():
+    if _libc() is None:
+        return False
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _status("VmHWM")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_growth(call):
+    _libc().malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
+    before = _status("VmRSS")
+    call()
+    return _status("VmHWM") - before
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(41)
+    x32 = rng.normal(size=(ROWS, CLASSES)).astype(np.float32)
+    x64 = rng.normal(size=(ROWS // 2, CLASSES))
+    x16 = x32.astype(np.float16)
+    return SimpleNamespace(
+        x32=x32,
+        x64=x64,
+        x16=x16,
+        x32_swapped=x32.astype(">f4"),
+        x32_class_axis_first=np.ascontiguousarray(x32.T),
+        target=rng.integers(0, CLASSES, size=ROWS),
+        probabilities=np.full((ROWS, CLASSES), 1.0 / CLASSES, dtype=np.float32),
+        weight=np.ones(CLASSES),
+        # Outputs are written once beforehand, so their pages are resident.
+        out32=np.ones_like(x32),
+        out64=np.ones_like(x64),
+        out16=np.ones_like(x16),
+        per_row=np.ones(ROWS, np.float32),
+        scratch=x32.copy(),
+    )
+
+
+# name -> (d, backend) -> (call, bytes of input, bytes the call may allocate for its result)
+CASES = {
+    "softmax_f32": lambda d, b: (
+        lambda: fastsoftmax.softmax(d.x32, out=d.out32, backend=b), d.x32.nbytes, 0
+    ),
+    "softmax_f64": lambda d, b: (
+        lambda: fastsoftmax.softmax(d.x64, out=d.out64, backend=b), d.x64.nbytes, 0
+    ),
+    "log_softmax_tempered": lambda d, b: (
+        lambda: fastsoftmax.log_softmax(d.x32, temperature=0.5, out=d.out32, backend=b),
+        d.x32.nbytes,
+        0,
+    ),
+    "softmax_in_place": lambda d, b: (
+        lambda: fastsoftmax.softmax(d.scratch, out=d.scratch, backend=b), d.x32.nbytes, 0
+    ),
+    "softmax_float16_staged": lambda d, b: (
+        lambda: fastsoftmax.softmax(d.x16, out=d.out16, backend=b), d.x16.nbytes, 0
+    ),
+    "softmax_byteswapped_staged": lambda d, b: (
+        lambda: fastsoftmax.softmax(d.x32_swapped, out=d.out32, backend=b), d.x32.nbytes, 0
+    ),
+    "softmax_axis0_staged": lambda d, b: (
+        lambda: fastsoftmax.softmax(d.x32_class_axis_first, axis=0, out=d.out32.T, backend=b),
+        d.x32.nbytes,
+        0,
+    ),
+    "logsumexp": lambda d, b: (
+        lambda: fastsoftmax.logsumexp(d.x32, out=d.per_row, backend=b), d.x32.nbytes, 0
+    ),
+    "softmax_backward": lambda d, b: (
+        lambda: fastsoftmax.softmax_backward(d.x32, d.x32, out=d.out32, backend=b), 2 * d.x32.nbytes, 0
+    ),
+    "log_softmax_backward": lambda d, b: (
+        lambda: fastsoftmax.log_softmax_backward(d.x32, d.x32, out=d.out32, backend=b),
+        2 * d.x32.nbytes,
+        0,
+    ),
+    "softmax_topk": lambda d, b: (
+        lambda: fastsoftmax.softmax_topk(d.x32, 8, backend=b), d.x32.nbytes, 0
+    ),
+    "cross_entropy_loss_only": lambda d, b: (
+        lambda: fastsoftmax.cross_entropy(d.x32, d.target, label_smoothing=0.1, backend=b),
+        d.x32.nbytes,
+        0,
+    ),
+    "cross_entropy_none": lambda d, b: (
+        lambda: fastsoftmax.cross_entropy(d.x32, d.target, reduction="none", backend=b),
+        d.x32.nbytes,
+        0,
+    ),
+    "cross_entropy_grad_out": lambda d, b: (
+        lambda: fastsoftmax.cross_entropy(
+            d.x32, d.target, weight=d.weight, return_grad=True, grad_out=d.out32, backend=b
+        ),
+        d.x32.nbytes,
+        0,
+    ),
+    "cross_entropy_grad_in_place": lambda d, b: (
+        lambda: fastsoftmax.cross_entropy(
+            d.scratch, d.target, return_grad=True, grad_out=d.scratch, backend=b
+        ),
+        d.x32.nbytes,
+        0,
+    ),
+    "cross_entropy_probabilities_grad_out": lambda d, b: (
+        lambda: fastsoftmax.cross_entropy(
+            d.x32, d.probabilities, return_grad=True, grad_out=d.out32, backend=b
+        ),
+        2 * d.x32.nbytes,
+        0,
+    ),
+    # Without grad_out the gradient itself is the one large allocation.
+    "cross_entropy_grad": lambda d, b: (
+        lambda: fastsoftmax.cross_entropy(d.x32, d.target, z_loss=1e-4, return_grad=True, backend=b),
+        d.x32.nbytes,
+        d.x32.nbytes,
+    ),
+}
+
+
+def allowed(input_bytes, result_bytes):
+    return result_bytes + 0.01 * input_bytes + SMALL
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_traced_allocations(host_backend, data, case):
+    call, input_bytes, result_bytes = CASES[case](data, host_backend)
+    call()  # compile, fill caches
+    peak = peak_traced(call)
+    assert peak <= allowed(input_bytes, result_bytes), (
+        f"{case}: peak {peak / 2**20:.2f} MiB traced for {input_bytes / 2**20:.0f} MiB of input"
+    )
+
+
+@pytest.mark.skipif(not rss_peak_supported(), reason="needs Linux /proc/self/clear_refs and glibc")
+@pytest.mark.parametrize("case", CASES)
+def test_peak_resident_memory(host_backend, data, case):
+    call, input_bytes, result_bytes = CASES[case](data, host_backend)
+    call()
+    growth = peak_rss_growth(call)
+    assert growth <= allowed(input_bytes, result_bytes), (
+        f"{case}: resident memory grew {growth / 2**20:.2f} MiB for {input_bytes / 2**20:.0f} MiB of input"
+    )
+
+
+def test_the_measurements_see_a_temporary():
+    # A call that makes an input-sized temporary must fail both checks.
+    x = np.ones((ROWS, CLASSES), np.float32)
+
+    def wasteful():
+        return float(np.exp(x).sum())
+
+    wasteful()
+    assert peak_traced(wasteful) > allowed(x.nbytes, 0)
+    if rss_peak_supported():
+        assert peak_rss_growth(wasteful) > allowed(x.nbytes, 0)
