@@ -16,14 +16,27 @@ from . import _checks, _dask_states, _dispatch, _host
 
 
 def as_dask(x, name, class_axis):
-    """`x` itself if it is a Dask array, else wrapped with `class_axis` in one chunk."""
+    """`x` as a Dask array without empty chunks; another array gets `class_axis` whole."""
     if isinstance(x, da.Array):
-        return x
+        return without_empty_chunks(x)
     array = _host.as_host_array(x, name)
     axis = _checks.normalize_axis(class_axis, array.ndim)
     return da.from_array(
         array, chunks=tuple(-1 if i == axis else "auto" for i in range(array.ndim))
     )
+
+
+def without_empty_chunks(x):
+    """`x` with its chunks of size zero merged away (no data moves).
+
+    Dask's alignment of blockwise arguments drops such chunks from some arrays
+    and not others, which breaks the graphs. An axis of length zero keeps one
+    empty chunk; axes of unknown chunk sizes are left alone.
+    """
+    chunks = tuple(
+        c if any(math.isnan(n) for n in c) else (tuple(n for n in c if n) or (0,)) for c in x.chunks
+    )
+    return x if chunks == x.chunks else x.rechunk(chunks)
 
 
 def check_known_chunks(x, name, axes):

@@ -7,7 +7,8 @@ shapes, dtypes and options at once, and returns lazy Dask arrays. Errors that
 need the data, such as a class index out of range, are raised by ``compute()``
 with the message of the local function.
 
-The plan follows the chunks of the class axis, which is never rechunked:
+The plan follows the chunks of the class axis, which is never rechunked
+(chunks of size zero, which hold nothing, are merged away first):
 
 * **Class axis in one chunk** (row-chunked): every block of rows goes through
   the local function (``fastsoftmax.softmax`` ...) with the given `backend`.
