@@ -18,14 +18,17 @@ import sys
 
 import dask
 import dask.array as da
+import hypothesis
 import numpy as np
 import pytest
 from dask.callbacks import Callback
 from dask.sizeof import sizeof
+from hypothesis import strategies as st
 
 import fastsoftmax
 import fastsoftmax.dask as fsd
 import reference
+import strategies
 from strategies import assert_close_scaled, assert_matches_reference
 
 distributed = pytest.importorskip("distributed")
@@ -72,6 +75,11 @@ def lazy(x, layout):
     return da.from_array(x, chunks=LAYOUTS[layout])
 
 
+def nonempty(chunks):
+    """The chunks a result keeps: chunks of size zero are merged away, no other."""
+    return tuple(tuple(c for c in axis if c) for axis in chunks)
+
+
 def quietly(function, *args, **kwargs):
     """Call the reference on special values without its RuntimeWarnings."""
     with np.errstate(all="ignore"):
@@ -105,7 +113,7 @@ def test_softmax_and_log_softmax(layout, dtype, temperature):
     x = special_logits(dtype)
     p = fsd.softmax(lazy(x, layout), temperature=temperature, backend="numpy")
     logp = fsd.log_softmax(lazy(x, layout), temperature=temperature, backend="numpy")
-    assert isinstance(p, da.Array) and p.chunks == LAYOUTS[layout] == logp.chunks
+    assert isinstance(p, da.Array) and p.chunks == nonempty(LAYOUTS[layout]) == logp.chunks
     p, logp = dask.compute(p, logp, scheduler="threads")
     assert_matches_reference(p, quietly(reference.softmax, x, temperature), "probability")
     assert_matches_reference(logp, quietly(reference.log_softmax, x, temperature), "log")
@@ -212,7 +220,7 @@ def check_cross_entropy(logits, target, scheduler, chunks, reduction, **options)
         lazy_logits, lazy_target, reduction=reduction, backend="numpy", **options
     )
     assert isinstance(loss, da.Array) and loss.ndim == (1 if reduction == "none" else 0)
-    assert grad.chunks == lazy_logits.chunks
+    assert grad.chunks == nonempty(lazy_logits.chunks)
     loss, grad, loss_only = dask.compute(loss, grad, loss_only, scheduler=scheduler)
     expected_loss, expected_grad = quietly(
         reference.cross_entropy, logits, target, reduction=reduction, **options
@@ -309,6 +317,50 @@ def test_cross_entropy_with_every_row_ignored(layout, reduction, expected):
     loss, grad = dask.compute(loss, grad)
     np.testing.assert_equal(float(loss), expected)
     assert (grad == 0).all()
+
+
+# --- any chunking -----------------------------------------------------------------
+
+
+def chunk_sizes(n):
+    """Partitions of `n` into up to four chunks, chunks of size zero included."""
+    return st.lists(st.integers(0, n), max_size=3).map(
+        lambda cuts: tuple(int(c) for c in np.diff([0, *sorted(cuts), n]))
+    )
+
+
+@hypothesis.given(data=st.data())
+def test_property_any_chunking_of_special_rows(data):
+    dtype = data.draw(st.sampled_from(DTYPES))
+    x = data.draw(strategies.special_logits("numpy", dtype))
+    n_rows, n_classes = x.shape
+    xd = da.from_array(
+        x, chunks=(data.draw(chunk_sizes(n_rows)), data.draw(chunk_sizes(n_classes)))
+    )
+    k = data.draw(st.integers(1, n_classes))
+    temperature = data.draw(st.sampled_from([1.0, 0.3]))
+    target = data.draw(st.lists(st.integers(0, n_classes - 1), min_size=n_rows, max_size=n_rows))
+    target = np.array(target)
+    p, logp, lse, (top_p, top_i), loss = dask.compute(
+        fsd.softmax(xd, temperature=temperature),
+        fsd.log_softmax(xd, temperature=temperature),
+        fsd.logsumexp(xd),
+        fsd.softmax_topk(xd, k, temperature=temperature),
+        fsd.cross_entropy(xd, target, reduction="none", label_smoothing=0.1),
+        scheduler="sync",
+    )
+    assert_matches_reference(p, quietly(reference.softmax, x, temperature), "probability")
+    assert_matches_reference(logp, quietly(reference.log_softmax, x, temperature), "log")
+    assert_matches_reference(lse, quietly(reference.logsumexp, x), "log")
+    expected_p, expected_i = quietly(reference.softmax_topk, x, k, temperature)
+    np.testing.assert_array_equal(top_i, expected_i)
+    assert_matches_reference(top_p, expected_p, "probability")
+    expected_loss, _ = quietly(
+        reference.cross_entropy, x, target, reduction="none", label_smoothing=0.1
+    )
+    finite = np.where(np.isfinite(x), x, 0).astype(np.float64)
+    scale = 1 + np.ptp(finite, axis=-1) + np.log(n_classes)
+    assert_close_scaled(loss, expected_loss, scale, dtype, 1e-13 if dtype == np.float64 else 1e-5)
 
 
 # --- a real cluster ---------------------------------------------------------------
