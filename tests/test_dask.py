@@ -18,11 +18,13 @@ import sys
 
 import dask
 import dask.array as da
+import distributed
 import hypothesis
 import numpy as np
 import pytest
 from dask.callbacks import Callback
 from dask.sizeof import sizeof
+from distributed.diagnostics.plugin import SchedulerPlugin
 from hypothesis import strategies as st
 
 import fastsoftmax
@@ -30,8 +32,6 @@ import fastsoftmax.dask as fsd
 import reference
 import strategies
 from strategies import assert_close_scaled, assert_matches_reference
-
-distributed = pytest.importorskip("distributed")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INF, NAN = np.inf, np.nan
@@ -68,9 +68,6 @@ def special_logits(dtype=np.float64, seed=0):
     return x.astype(dtype)
 
 
-FINITE_MAX_ROWS = [3, 4, 5, 8, 9, 10, 11, 12, 13]  # rows whose softmax is defined
-
-
 def lazy(x, layout):
     return da.from_array(x, chunks=LAYOUTS[layout])
 
@@ -95,12 +92,6 @@ def client():
     yield client
     client.close()
     cluster.close()
-
-
-@pytest.fixture(params=["threads", "cluster"])
-def scheduler(request):
-    """Something to pass as ``dask.compute(..., scheduler=)``."""
-    return request.getfixturevalue("client") if request.param == "cluster" else "threads"
 
 
 # --- softmax, log_softmax, logsumexp ---------------------------------------------
@@ -405,6 +396,52 @@ def test_bad_target_on_a_local_cluster(client):
     assert str(lazy_error.value) == str(local.value)
 
 
+# --- backends -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_host_backend(host_backend, layout, dtype):
+    """The split plan leans on each backend's kernels (top-1 probability, NaN rows)."""
+    x = special_logits(dtype)
+    xd = lazy(x, layout)
+    logits, target, weight = cross_entropy_problem(dtype)
+    p, logp, lse, (top_p, top_i), (loss, grad) = dask.compute(
+        fsd.softmax(xd, temperature=0.5, backend=host_backend),
+        fsd.log_softmax(xd, backend=host_backend),
+        fsd.logsumexp(xd, backend=host_backend),
+        fsd.softmax_topk(xd, 3, backend=host_backend),
+        fsd.cross_entropy(
+            lazy(logits, layout),
+            target,
+            weight=weight,
+            label_smoothing=0.1,
+            reduction="none",
+            return_grad=True,
+            backend=host_backend,
+        ),
+        scheduler="threads",
+    )
+    assert_matches_reference(p, quietly(reference.softmax, x, 0.5), "probability")
+    assert_matches_reference(logp, quietly(reference.log_softmax, x), "log")
+    assert_matches_reference(lse, quietly(reference.logsumexp, x), "log")
+    expected_p, expected_i = quietly(reference.softmax_topk, x, 3)
+    np.testing.assert_array_equal(top_i, expected_i)
+    assert_matches_reference(top_p, expected_p, "probability")
+    local_loss, local_grad = fastsoftmax.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        label_smoothing=0.1,
+        reduction="none",
+        return_grad=True,
+        backend=host_backend,
+    )
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(loss, local_loss, rtol=rtol)
+    np.testing.assert_allclose(grad, local_grad, rtol=rtol, atol=rtol / N_CLASSES)
+
+
 # --- the default backend ----------------------------------------------------------
 
 
@@ -578,7 +615,7 @@ def test_no_task_holds_the_whole_input_threads():
     assert largest(sizes.results) > 4 * CHUNK_BYTES
 
 
-class LargestResults(distributed.diagnostics.plugin.SchedulerPlugin):
+class LargestResults(SchedulerPlugin):
     """Records the size of every task result and of its inputs, on the scheduler."""
 
     name = "fastsoftmax-task-sizes"
