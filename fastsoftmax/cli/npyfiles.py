@@ -58,7 +58,7 @@ class LogitsFile:
     batch of rows is a short run in every column; touching those runs through
     a map makes the kernel map whole folios around them, which is nearly the
     whole file, so such files are read instead, one read per class into a
-    reused buffer of one batch.
+    reused buffer, then transposed into contiguous rows (two batches of memory).
 
     Parameters
     ----------
@@ -94,7 +94,8 @@ class LogitsFile:
             )
         self.path, self.shape, self.dtype = path, shape, dtype
         self._offset = offset
-        self._columns = None  # Fortran order: (classes, batch rows) read buffer
+        # Fortran order: a (classes, batch rows) buffer to read into, and its transpose.
+        self._columns = self._rows = None
         if fortran_order and 0 not in shape:
             self._map = None
             self._file = open(path, "rb", buffering=0)
@@ -113,12 +114,16 @@ class LogitsFile:
         count = stop - start
         if self._columns is None or self._columns.shape[1] < count:
             self._columns = np.empty((self.shape[1], count), dtype=self.dtype)
+            self._rows = np.empty((count, self.shape[1]), dtype=self.dtype)
         run_bytes = count * self.dtype.itemsize
         for j, column in enumerate(self._columns[:, :count]):
             self._file.seek(self._offset + (j * self.shape[0] + start) * self.dtype.itemsize)
             if self._file.readinto(column) != run_bytes:
                 raise CommandError(f"{self.path}: the file shrank while it was read")
-        return self._columns[:, :count].T
+        # Handing the kernels contiguous rows costs this one transpose per batch;
+        # strided rows would be staged by the library in many small blocks instead.
+        np.copyto(self._rows[:count], self._columns[:, :count].T)
+        return self._rows[:count]
 
     def release(self):
         """Drop the pages of the rows read so far from resident memory."""
