@@ -25,8 +25,16 @@ SOURCES = ["fs_dispatch.c", "fs_isa_baseline.c", "fs_isa_avx2.c", "fs_isa_avx512
 DEPENDS = ["fastsoftmax.h", "fs_internal.h", "fs_instantiate.h", "fs_kernels.h", "fs_math.h"]
 
 # Optimisation without -ffast-math: the kernels' NaN/inf handling needs IEEE
-# semantics; contraction to FMA, no errno and no trapping only drop side effects.
-GNU_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math"]
+# semantics; contraction to FMA, no errno and no trapping only drop side
+# effects. Loops that fill or copy a few lanes must stay inline loops rather
+# than become memset/memcpy calls.
+GNU_FLAGS = [
+    "-O3",
+    "-ffp-contract=fast",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fno-tree-loop-distribute-patterns",
+]
 MSVC_FLAGS = ["/O2"]
 
 

@@ -110,9 +110,15 @@ void fs_softmax_topk_f64(const double *x, int64_t x_stride, double inv_temperatu
                          double *probs, int64_t probs_stride, int64_t *index,
                          int64_t index_stride, int64_t rows, int64_t cols, int64_t k);
 
-/* Element-wise exp and log with the kernels' own vectorized functions (for tests). */
+/*
+ * Element-wise exp and log with the kernels' own vectorized functions, for
+ * accuracy tests. The nonpositive variants are the exp the kernels apply to
+ * x - max(x); they are exact only for x <= 0 (and NaN).
+ */
 void fs_exp_f32(const float *x, float *out, int64_t n);
 void fs_exp_f64(const double *x, double *out, int64_t n);
+void fs_exp_nonpositive_f32(const float *x, float *out, int64_t n);
+void fs_exp_nonpositive_f64(const double *x, double *out, int64_t n);
 void fs_log_f32(const float *x, float *out, int64_t n);
 
 /*

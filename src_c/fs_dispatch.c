@@ -207,6 +207,16 @@ void fs_exp_f64(const double *x, double *out, int64_t n)
     kernels()->exp_f64(x, out, n);
 }
 
+void fs_exp_nonpositive_f32(const float *x, float *out, int64_t n)
+{
+    kernels()->exp_nonpositive_f32(x, out, n);
+}
+
+void fs_exp_nonpositive_f64(const double *x, double *out, int64_t n)
+{
+    kernels()->exp_nonpositive_f64(x, out, n);
+}
+
 void fs_log_f32(const float *x, float *out, int64_t n)
 {
     kernels()->log_f32(x, out, n);

@@ -8,24 +8,29 @@
 
 #define REAL float
 #define SFX f32
-#define EXP(x) fs_expf(x)
+#define EXP(x) fs_expf_nonpositive(x)
+#define EXP_ANY(x) fs_expf(x)
 #define LANE_LOG(x) fs_logf(x)
 #include "fs_kernels.h"
 #undef REAL
 #undef SFX
 #undef EXP
+#undef EXP_ANY
 #undef LANE_LOG
 
 #define REAL double
 #define SFX f64
-#define EXP(x) fs_exp(x)
+#define EXP(x) fs_exp_nonpositive(x)
+#define EXP_ANY(x) fs_exp(x)
 #define LANE_LOG(x) log(x)
 #include "fs_kernels.h"
 #undef REAL
 #undef SFX
 #undef EXP
+#undef EXP_ANY
 #undef LANE_LOG
 
+/* element-wise log, for accuracy tests */
 static void log_map_f32(const float *x, float *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
@@ -51,5 +56,7 @@ const fs_kernel_table FS_TABLE = {
     softmax_topk_f64,
     exp_map_f32,
     exp_map_f64,
+    exp_nonpositive_map_f32,
+    exp_nonpositive_map_f64,
     log_map_f32,
 };

@@ -60,6 +60,8 @@ typedef struct fs_kernel_table {
                              int64_t, int64_t, int64_t, int64_t);
     void (*exp_f32)(const float *, float *, int64_t);
     void (*exp_f64)(const double *, double *, int64_t);
+    void (*exp_nonpositive_f32)(const float *, float *, int64_t);
+    void (*exp_nonpositive_f64)(const double *, double *, int64_t);
     void (*log_f32)(const float *, float *, int64_t);
 } fs_kernel_table;
 

@@ -4,7 +4,8 @@
  * instruction set; it defines before each inclusion:
  *   REAL             the element type
  *   SFX              the type suffix of every name here (f32 or f64)
- *   EXP(x)           the vectorizable exp of fs_math.h for REAL
+ *   EXP(x)           the vectorizable exp of fs_math.h for REAL and x <= 0
+ *   EXP_ANY(x)       the same for any x
  *   LANE_LOG(x)      log of REAL used lane by lane in the short-row kernels
  *   FS_VECTOR_BYTES  the SIMD register width of the instruction set
  *
@@ -33,20 +34,24 @@
 #define FS_CAT(a, b) FS_CAT_(a, b)
 #define F(name) FS_CAT(name, SFX)
 
-#define LANES (4 * FS_VECTOR_BYTES / (int)sizeof(REAL))
+#define VEC (FS_VECTOR_BYTES / (int)sizeof(REAL))
+#define LANES (4 * VEC)
 #define CHUNK 1024
-#define SHORT_COLS 32
-#define TILE_ROWS LANES
+#define SHORT_COLS 64
+/* rows per tile: eight SIMD registers of lanes, within a 16 KiB stack tile */
+#define TILE_ROWS (2 * LANES < 16384 / (SHORT_COLS * (int)sizeof(REAL)) \
+                       ? 2 * LANES                                         \
+                       : 16384 / (SHORT_COLS * (int)sizeof(REAL)))
 #define GAP_SCALE ((REAL)(1.0 / 2048)) /* keeps sums of up to CHUNK gaps (m - z) finite */
 
 /* ------------------------------------------------------------------ */
 /* Scalars and blocks                                                  */
 /* ------------------------------------------------------------------ */
 
-/* max(a, b) that keeps a NaN once it has seen one. */
-static inline REAL F(nan_max)(REAL a, REAL b)
+/* max(a, b) for a not NaN; a NaN b is skipped (one maxps instruction). */
+static inline REAL F(max_of)(REAL a, REAL b)
 {
-    return ((b > a) | (b != b)) ? b : a;
+    return b > a ? b : a;
 }
 
 static inline int F(is_finite)(REAL v)
@@ -57,17 +62,18 @@ static inline int F(is_finite)(REAL v)
 /*
  * (x - m) * t computed as (x/2 - m/2) * 2t: the same roundings (halving is
  * exact), but x - m cannot overflow when x and m are huge with opposite signs
- * and t is small. Callers pass half_m = m / 2 and twice_t = 2 t.
+ * and t < 1. Callers pass half_m = m / 2 and twice_t = 2 t. With t = 1 the
+ * kernels use x - m, which overflows only where the true result does.
  */
 static inline REAL F(scaled_gap)(REAL x, REAL half_m, REAL twice_t)
 {
     return (x * (REAL)0.5 - half_m) * twice_t;
 }
 
-/* v = the first n (< LANES) elements of x, padded with `pad`. */
+/* v = the first n (< VEC) elements of x, padded to VEC with `pad`. */
 static inline void F(load_tail)(REAL *v, const REAL *x, int64_t n, REAL pad)
 {
-    for (int l = 0; l < LANES; l++)
+    for (int l = 0; l < VEC; l++)
         v[l] = pad;
     for (int64_t l = 0; l < n; l++)
         v[l] = x[l];
@@ -79,12 +85,26 @@ static inline void F(store_tail)(REAL *out, const REAL *v, int64_t n)
         out[l] = v[l];
 }
 
-static inline double F(lanes_sum)(const REAL *acc)
+/* Sum of the LANES partial sums: the four vectors pairwise, then one vector's lanes. */
+static inline double F(lanes_sum)(REAL *acc)
 {
+    for (int l = 0; l < VEC; l++)
+        acc[l] = (acc[l] + acc[l + VEC]) + (acc[l + 2 * VEC] + acc[l + 3 * VEC]);
     double s = 0.0;
-    for (int l = 0; l < LANES; l++)
+    for (int l = 0; l < VEC; l++)
         s += acc[l];
     return s;
+}
+
+static inline REAL F(lanes_max)(REAL *acc)
+{
+    for (int l = 0; l < VEC; l++)
+        acc[l] = F(max_of)(F(max_of)(acc[l], acc[l + VEC]),
+                           F(max_of)(acc[l + 2 * VEC], acc[l + 3 * VEC]));
+    REAL m = acc[0];
+    for (int l = 1; l < VEC; l++)
+        m = F(max_of)(m, acc[l]);
+    return m;
 }
 
 static void F(fill)(REAL *out, int64_t n, REAL value)
@@ -93,50 +113,74 @@ static void F(fill)(REAL *out, int64_t n, REAL value)
         out[i] = value;
 }
 
+/*
+ * Each operation below is written once as a *block* function over `width`
+ * elements (LANES or VEC, a constant once inlined) and driven the same way:
+ * blocks of LANES, then of VEC, then the last partial vector padded to VEC
+ * with a value that leaves the result alone.
+ */
+
 /* ------------------------------------------------------------------ */
 /* Row reductions                                                      */
 /* ------------------------------------------------------------------ */
 
-/* Maximum of x[0..n), NaN if one is there. */
+static inline void F(max_block)(REAL *acc, const REAL *x, int width)
+{
+    for (int l = 0; l < width; l++)
+        acc[l] = F(max_of)(acc[l], x[l]);
+}
+
+/* Maximum of x[0..n), skipping NaN (-inf if there is nothing else). */
 static REAL F(row_max)(const REAL *x, int64_t n)
 {
-    REAL acc[LANES];
+    REAL acc[LANES], v[VEC];
     for (int l = 0; l < LANES; l++)
         acc[l] = -INFINITY;
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++)
-            acc[l] = F(nan_max)(acc[l], x[i + l]);
-    REAL m = acc[0];
-    for (int l = 1; l < LANES; l++)
-        m = F(nan_max)(m, acc[l]);
-    for (; i < n; i++)
-        m = F(nan_max)(m, x[i]);
-    return m;
+        F(max_block)(acc, x + i, LANES);
+    for (; i + VEC <= n; i += VEC)
+        F(max_block)(acc, x + i, VEC);
+    if (i < n) {
+        F(load_tail)(v, x + i, n - i, -INFINITY);
+        F(max_block)(acc, v, VEC);
+    }
+    return F(lanes_max)(acc);
+}
+
+static inline void F(sum_exp_block)(REAL *acc, const REAL *x, int width, REAL m, REAL t)
+{
+    if (t == 1)
+        for (int l = 0; l < width; l++)
+            acc[l] += EXP(x[l] - m);
+    else
+        for (int l = 0; l < width; l++)
+            acc[l] += EXP(F(scaled_gap)(x[l], m * (REAL)0.5, 2 * t));
 }
 
 /* Sum of exp((x - m) * t) over at most CHUNK elements. */
 static double F(chunk_sum_exp)(const REAL *x, int64_t n, REAL m, REAL t)
 {
-    REAL acc[LANES], v[LANES], half_m = m * (REAL)0.5, twice_t = 2 * t;
+    REAL acc[LANES], v[VEC];
     for (int l = 0; l < LANES; l++)
         acc[l] = 0;
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++)
-            acc[l] += EXP(F(scaled_gap)(x[i + l], half_m, twice_t));
+        F(sum_exp_block)(acc, x + i, LANES, m, t);
+    for (; i + VEC <= n; i += VEC)
+        F(sum_exp_block)(acc, x + i, VEC, m, t);
     if (i < n) {
         F(load_tail)(v, x + i, n - i, -INFINITY);
-        for (int l = 0; l < LANES; l++)
-            acc[l] += EXP(F(scaled_gap)(v[l], half_m, twice_t));
+        F(sum_exp_block)(acc, v, VEC, m, t);
     }
     return F(lanes_sum)(acc);
 }
 
 /*
- * One read of a row: its maximum m (NaN-propagating) and, when m is finite,
- * s = sum exp((x - m) * t). Each chunk is scanned for its maximum, then summed
- * against the running maximum while it is still in L1.
+ * One read of a row: its maximum m (NaN skipped) and, when m is finite,
+ * s = sum exp((x - m) * t), NaN when the row holds a NaN. Each chunk is
+ * scanned for its maximum, then summed against the running maximum while it
+ * is still in L1. Stops at the first +inf: such a row is special anyway.
  */
 static void F(online_max_sum)(const REAL *x, int64_t n, REAL t, REAL *max_out,
                               double *sum_out)
@@ -146,61 +190,86 @@ static void F(online_max_sum)(const REAL *x, int64_t n, REAL t, REAL *max_out,
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t len = n - start < CHUNK ? n - start : CHUNK;
         REAL chunk_max = F(row_max)(x + start, len);
-        if (chunk_max != chunk_max) {
-            m = chunk_max;
-            break; /* NaN decides the whole row */
-        }
         if (chunk_max > m) {
-            s *= exp(((double)m - (double)chunk_max) * (double)t);
+            if (s != 0)
+                s *= exp(((double)m - (double)chunk_max) * (double)t);
             m = chunk_max;
+            if (m == INFINITY)
+                break;
         }
-        if (F(is_finite)(m))
+        if (m > -INFINITY)
             s += F(chunk_sum_exp)(x + start, len, m, t);
     }
     *max_out = m;
     *sum_out = s;
 }
 
-/* Sum of a(x)*b(x) products or plain sums, accumulated per chunk into a double. */
+/* Whether the row is usable: finite maximum and no NaN (a NaN makes s NaN). */
+static inline int F(usable)(REAL m, double s)
+{
+    return F(is_finite)(m) && s == s;
+}
+
+static int F(has_nan)(const REAL *x, int64_t n)
+{
+    int found = 0;
+    for (int64_t i = 0; i < n; i++)
+        found |= x[i] != x[i];
+    return found;
+}
+
+static inline void F(dot_block)(REAL *acc, const REAL *a, const REAL *b, int width)
+{
+    for (int l = 0; l < width; l++)
+        acc[l] += a[l] * b[l];
+}
+
+/* sum a * b, per chunk into a double */
 static double F(row_dot)(const REAL *a, const REAL *b, int64_t n)
 {
     double total = 0.0;
-    REAL acc[LANES], va[LANES], vb[LANES];
+    REAL acc[LANES], va[VEC], vb[VEC];
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
         for (int l = 0; l < LANES; l++)
             acc[l] = 0;
         int64_t i = start;
         for (; i + LANES <= end; i += LANES)
-            for (int l = 0; l < LANES; l++)
-                acc[l] += a[i + l] * b[i + l];
+            F(dot_block)(acc, a + i, b + i, LANES);
+        for (; i + VEC <= end; i += VEC)
+            F(dot_block)(acc, a + i, b + i, VEC);
         if (i < end) {
             F(load_tail)(va, a + i, end - i, 0);
             F(load_tail)(vb, b + i, end - i, 0);
-            for (int l = 0; l < LANES; l++)
-                acc[l] += va[l] * vb[l];
+            F(dot_block)(acc, va, vb, VEC);
         }
         total += F(lanes_sum)(acc);
     }
     return total;
+}
+
+static inline void F(sum_block)(REAL *acc, const REAL *a, int width)
+{
+    for (int l = 0; l < width; l++)
+        acc[l] += a[l];
 }
 
 static double F(row_sum)(const REAL *a, int64_t n)
 {
     double total = 0.0;
-    REAL acc[LANES], v[LANES];
+    REAL acc[LANES], v[VEC];
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
         for (int l = 0; l < LANES; l++)
             acc[l] = 0;
         int64_t i = start;
         for (; i + LANES <= end; i += LANES)
-            for (int l = 0; l < LANES; l++)
-                acc[l] += a[i + l];
+            F(sum_block)(acc, a + i, LANES);
+        for (; i + VEC <= end; i += VEC)
+            F(sum_block)(acc, a + i, VEC);
         if (i < end) {
             F(load_tail)(v, a + i, end - i, 0);
-            for (int l = 0; l < LANES; l++)
-                acc[l] += v[l];
+            F(sum_block)(acc, v, VEC);
         }
         total += F(lanes_sum)(acc);
     }
@@ -208,33 +277,42 @@ static double F(row_sum)(const REAL *a, int64_t n)
 }
 
 /* ------------------------------------------------------------------ */
-/* Row maps (out may be x)                                             */
+/* Row maps (out may be x: each block is read before it is written)    */
 /* ------------------------------------------------------------------ */
+
+static inline void F(exp_sum_block)(REAL *out, REAL *acc, const REAL *x, int width, REAL m,
+                                    REAL t)
+{
+    REAL v[LANES];
+    if (t == 1)
+        for (int l = 0; l < width; l++)
+            v[l] = EXP(x[l] - m);
+    else
+        for (int l = 0; l < width; l++)
+            v[l] = EXP(F(scaled_gap)(x[l], m * (REAL)0.5, 2 * t));
+    for (int l = 0; l < width; l++) {
+        acc[l] += v[l];
+        out[l] = v[l];
+    }
+}
 
 /* out = exp((x - m) * t); returns the sum of out, per chunk in double. */
 static double F(exp_store_sum)(const REAL *x, REAL *out, int64_t n, REAL m, REAL t)
 {
     double total = 0.0;
-    REAL acc[LANES], v[LANES], half_m = m * (REAL)0.5, twice_t = 2 * t;
+    REAL acc[LANES], v[VEC];
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
         for (int l = 0; l < LANES; l++)
             acc[l] = 0;
         int64_t i = start;
-        for (; i + LANES <= end; i += LANES) {
-            for (int l = 0; l < LANES; l++)
-                v[l] = EXP(F(scaled_gap)(x[i + l], half_m, twice_t));
-            for (int l = 0; l < LANES; l++) {
-                acc[l] += v[l];
-                out[i + l] = v[l];
-            }
-        }
+        for (; i + LANES <= end; i += LANES)
+            F(exp_sum_block)(out + i, acc, x + i, LANES, m, t);
+        for (; i + VEC <= end; i += VEC)
+            F(exp_sum_block)(out + i, acc, x + i, VEC, m, t);
         if (i < end) {
             F(load_tail)(v, x + i, end - i, -INFINITY);
-            for (int l = 0; l < LANES; l++) {
-                v[l] = EXP(F(scaled_gap)(v[l], half_m, twice_t));
-                acc[l] += v[l];
-            }
+            F(exp_sum_block)(v, acc, v, VEC, m, t);
             F(store_tail)(out + i, v, end - i);
         }
         total += F(lanes_sum)(acc);
@@ -248,21 +326,31 @@ static void F(scale_in_place)(REAL *out, int64_t n, REAL c)
         out[i] *= c;
 }
 
+static inline void F(shift_block)(REAL *out, const REAL *x, int width, REAL m, REAL t, REAL c)
+{
+    REAL v[LANES];
+    if (t == 1)
+        for (int l = 0; l < width; l++)
+            v[l] = (x[l] - m) - c;
+    else
+        for (int l = 0; l < width; l++)
+            v[l] = F(scaled_gap)(x[l], m * (REAL)0.5, 2 * t) - c;
+    for (int l = 0; l < width; l++)
+        out[l] = v[l];
+}
+
 /* out = (x - m) * t - c */
 static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, REAL t, REAL c)
 {
-    REAL v[LANES], half_m = m * (REAL)0.5, twice_t = 2 * t;
+    REAL v[VEC];
     int64_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        for (int l = 0; l < LANES; l++)
-            v[l] = F(scaled_gap)(x[i + l], half_m, twice_t) - c;
-        for (int l = 0; l < LANES; l++)
-            out[i + l] = v[l];
-    }
+    for (; i + LANES <= n; i += LANES)
+        F(shift_block)(out + i, x + i, LANES, m, t, c);
+    for (; i + VEC <= n; i += VEC)
+        F(shift_block)(out + i, x + i, VEC, m, t, c);
     if (i < n) {
         F(load_tail)(v, x + i, n - i, 0);
-        for (int l = 0; l < LANES; l++)
-            v[l] = F(scaled_gap)(v[l], half_m, twice_t) - c;
+        F(shift_block)(v, v, VEC, m, t, c);
         F(store_tail)(out + i, v, n - i);
     }
 }
@@ -285,6 +373,17 @@ static void F(tile_load)(REAL tile[][TILE_ROWS], const REAL *x, int64_t stride, 
             tile[j][r] = 0;
 }
 
+/* out[r * stride + j] = tile[j][r] * scale[r] */
+static void F(tile_store_scaled)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS],
+                                 const REAL *scale, int64_t rows, int64_t cols)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        REAL *row = out + r * stride;
+        for (int64_t j = 0; j < cols; j++)
+            row[j] = tile[j][r] * scale[r];
+    }
+}
+
 static void F(tile_store)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS], int64_t rows,
                           int64_t cols)
 {
@@ -295,35 +394,52 @@ static void F(tile_store)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS], int
     }
 }
 
-/* Per-row (lane) maximum of a tile. */
+/* Per-row (lane) maximum of a tile, NaN skipped. */
 static void F(tile_max)(REAL tile[][TILE_ROWS], int64_t cols, REAL *m)
 {
     for (int l = 0; l < TILE_ROWS; l++)
         m[l] = -INFINITY;
     for (int64_t j = 0; j < cols; j++)
         for (int l = 0; l < TILE_ROWS; l++)
-            m[l] = F(nan_max)(m[l], tile[j][l]);
+            m[l] = F(max_of)(m[l], tile[j][l]);
 }
 
-/* Per-row sum of exp((tile - m) * t); with store, the exponentials replace the tile. */
-static void F(tile_sum_exp)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m, REAL t,
-                            REAL *s, int store)
+/* tile = (tile - m) * t per lane: the argument of exp and of log_softmax. */
+static void F(tile_shift)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m, REAL t)
 {
     REAL half_m[TILE_ROWS], twice_t = 2 * t;
-    for (int l = 0; l < TILE_ROWS; l++) {
-        s[l] = 0;
+    for (int l = 0; l < TILE_ROWS; l++)
         half_m[l] = m[l] * (REAL)0.5;
-    }
-    for (int64_t j = 0; j < cols; j++) {
-        REAL e[TILE_ROWS];
-        for (int l = 0; l < TILE_ROWS; l++) {
-            e[l] = EXP(F(scaled_gap)(tile[j][l], half_m[l], twice_t));
-            s[l] += e[l];
-        }
-        if (store)
+    if (t == 1)
+        for (int64_t j = 0; j < cols; j++)
             for (int l = 0; l < TILE_ROWS; l++)
-                tile[j][l] = e[l];
-    }
+                tile[j][l] -= m[l];
+    else
+        for (int64_t j = 0; j < cols; j++)
+            for (int l = 0; l < TILE_ROWS; l++)
+                tile[j][l] = F(scaled_gap)(tile[j][l], half_m[l], twice_t);
+}
+
+/* Per-row sum s of exp(tile) for a shifted tile. */
+static void F(tile_sum_exp)(REAL tile[][TILE_ROWS], int64_t cols, REAL *s)
+{
+    for (int l = 0; l < TILE_ROWS; l++)
+        s[l] = 0;
+    for (int64_t j = 0; j < cols; j++)
+        for (int l = 0; l < TILE_ROWS; l++)
+            s[l] += EXP(tile[j][l]);
+}
+
+/* As tile_sum_exp, replacing the tile by the exponentials. */
+static void F(tile_exp_sum)(REAL tile[][TILE_ROWS], int64_t cols, REAL *s)
+{
+    for (int l = 0; l < TILE_ROWS; l++)
+        s[l] = 0;
+    for (int64_t j = 0; j < cols; j++)
+        for (int l = 0; l < TILE_ROWS; l++) {
+            tile[j][l] = EXP(tile[j][l]);
+            s[l] += tile[j][l];
+        }
 }
 
 static void F(softmax_short)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
@@ -334,13 +450,11 @@ static void F(softmax_short)(const REAL *x, int64_t x_stride, REAL *out, int64_t
         int64_t n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
         F(tile_load)(tile, x + r0 * x_stride, x_stride, n, cols);
         F(tile_max)(tile, cols, m);
-        F(tile_sum_exp)(tile, cols, m, t, s, 1);
+        F(tile_shift)(tile, cols, m, t);
+        F(tile_exp_sum)(tile, cols, s);
         for (int l = 0; l < TILE_ROWS; l++)
             s[l] = 1 / s[l];
-        for (int64_t j = 0; j < cols; j++)
-            for (int l = 0; l < TILE_ROWS; l++)
-                tile[j][l] *= s[l];
-        F(tile_store)(out + r0 * out_stride, out_stride, tile, n, cols);
+        F(tile_store_scaled)(out + r0 * out_stride, out_stride, tile, s, n, cols);
     }
 }
 
@@ -352,14 +466,13 @@ static void F(log_softmax_short)(const REAL *x, int64_t x_stride, REAL *out,
         int64_t n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
         F(tile_load)(tile, x + r0 * x_stride, x_stride, n, cols);
         F(tile_max)(tile, cols, m);
-        F(tile_sum_exp)(tile, cols, m, t, s, 0);
-        for (int l = 0; l < TILE_ROWS; l++) {
+        F(tile_shift)(tile, cols, m, t);
+        F(tile_sum_exp)(tile, cols, s);
+        for (int l = 0; l < TILE_ROWS; l++)
             s[l] = LANE_LOG(s[l]);
-            m[l] *= (REAL)0.5;
-        }
         for (int64_t j = 0; j < cols; j++)
             for (int l = 0; l < TILE_ROWS; l++)
-                tile[j][l] = F(scaled_gap)(tile[j][l], m[l], 2 * t) - s[l];
+                tile[j][l] -= s[l];
         F(tile_store)(out + r0 * out_stride, out_stride, tile, n, cols);
     }
 }
@@ -372,10 +485,16 @@ static void F(logsumexp_short)(const REAL *x, int64_t x_stride, REAL *out, int64
         int64_t n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
         F(tile_load)(tile, x + r0 * x_stride, x_stride, n, cols);
         F(tile_max)(tile, cols, m);
-        F(tile_sum_exp)(tile, cols, m, 1, s, 0);
+        int nan_seen[TILE_ROWS] = {0};
+        for (int64_t j = 0; j < cols; j++)
+            for (int l = 0; l < TILE_ROWS; l++)
+                nan_seen[l] |= tile[j][l] != tile[j][l];
+        F(tile_shift)(tile, cols, m, 1);
+        F(tile_sum_exp)(tile, cols, s);
         for (int l = 0; l < TILE_ROWS; l++) {
-            REAL lse = m[l] + LANE_LOG(s[l]);
-            s[l] = F(is_finite)(m[l]) ? lse : m[l];
+            REAL lse = m[l] + LANE_LOG(s[l]); /* NaN if the row holds a NaN */
+            lse = F(is_finite)(m[l]) ? lse : m[l];
+            s[l] = nan_seen[l] ? (REAL)NAN : lse;
         }
         for (int64_t l = 0; l < n; l++)
             out[r0 + l] = s[l];
@@ -423,7 +542,7 @@ static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t o
         REAL m;
         double s;
         F(online_max_sum)(row, cols, t, &m, &s);
-        if (!F(is_finite)(m))
+        if (!F(usable)(m, s))
             F(fill)(dest, cols, NAN);
         else
             F(shift_store)(row, dest, cols, m, t, (REAL)log(s));
@@ -440,8 +559,12 @@ static void F(logsumexp)(const REAL *x, int64_t x_stride, REAL *out, int64_t row
     for (int64_t r = 0; r < rows; r++) {
         REAL m;
         double s;
-        F(online_max_sum)(x + r * x_stride, cols, 1, &m, &s);
-        out[r] = F(is_finite)(m) ? (REAL)((double)m + log(s)) : m;
+        const REAL *row = x + r * x_stride;
+        F(online_max_sum)(row, cols, 1, &m, &s);
+        if (F(is_finite)(m))
+            out[r] = (REAL)((double)m + log(s)); /* NaN if the row holds a NaN */
+        else
+            out[r] = F(has_nan)(row, cols) ? (REAL)NAN : m; /* NaN wins over +-inf */
     }
 }
 
@@ -449,53 +572,67 @@ static void F(logsumexp)(const REAL *x, int64_t x_stride, REAL *out, int64_t row
 /* Backward passes                                                     */
 /* ------------------------------------------------------------------ */
 
+static inline void F(softmax_backward_block)(REAL *out, const REAL *g, const REAL *y,
+                                             int width, REAL dot)
+{
+    REAL v[LANES];
+    for (int l = 0; l < width; l++)
+        v[l] = y[l] * (g[l] - dot);
+    for (int l = 0; l < width; l++)
+        out[l] = v[l];
+}
+
 static void F(softmax_backward)(const REAL *grad, int64_t grad_stride, const REAL *y,
                                 int64_t y_stride, REAL *out, int64_t out_stride, int64_t rows,
                                 int64_t cols)
 {
-    REAL vg[LANES], vy[LANES];
+    REAL vg[VEC], vy[VEC];
     for (int64_t r = 0; r < rows; r++) {
         const REAL *g = grad + r * grad_stride, *p = y + r * y_stride;
         REAL *dest = out + r * out_stride;
         REAL dot = (REAL)F(row_dot)(g, p, cols);
         int64_t i = 0;
-        for (; i + LANES <= cols; i += LANES) {
-            for (int l = 0; l < LANES; l++)
-                vg[l] = p[i + l] * (g[i + l] - dot);
-            for (int l = 0; l < LANES; l++)
-                dest[i + l] = vg[l];
-        }
+        for (; i + LANES <= cols; i += LANES)
+            F(softmax_backward_block)(dest + i, g + i, p + i, LANES, dot);
+        for (; i + VEC <= cols; i += VEC)
+            F(softmax_backward_block)(dest + i, g + i, p + i, VEC, dot);
         if (i < cols) {
             F(load_tail)(vg, g + i, cols - i, 0);
             F(load_tail)(vy, p + i, cols - i, 0);
-            for (int l = 0; l < LANES; l++)
-                vg[l] = vy[l] * (vg[l] - dot);
+            F(softmax_backward_block)(vg, vg, vy, VEC, dot);
             F(store_tail)(dest + i, vg, cols - i);
         }
     }
+}
+
+static inline void F(log_softmax_backward_block)(REAL *out, const REAL *g, const REAL *logp,
+                                                 int width, REAL total)
+{
+    REAL v[LANES];
+    for (int l = 0; l < width; l++)
+        v[l] = g[l] - EXP_ANY(logp[l]) * total;
+    for (int l = 0; l < width; l++)
+        out[l] = v[l];
 }
 
 static void F(log_softmax_backward)(const REAL *grad, int64_t grad_stride, const REAL *logp,
                                     int64_t logp_stride, REAL *out, int64_t out_stride,
                                     int64_t rows, int64_t cols)
 {
-    REAL vg[LANES], vl[LANES];
+    REAL vg[VEC], vl[VEC];
     for (int64_t r = 0; r < rows; r++) {
         const REAL *g = grad + r * grad_stride, *lp = logp + r * logp_stride;
         REAL *dest = out + r * out_stride;
         REAL total = (REAL)F(row_sum)(g, cols);
         int64_t i = 0;
-        for (; i + LANES <= cols; i += LANES) {
-            for (int l = 0; l < LANES; l++)
-                vg[l] = g[i + l] - EXP(lp[i + l]) * total;
-            for (int l = 0; l < LANES; l++)
-                dest[i + l] = vg[l];
-        }
+        for (; i + LANES <= cols; i += LANES)
+            F(log_softmax_backward_block)(dest + i, g + i, lp + i, LANES, total);
+        for (; i + VEC <= cols; i += VEC)
+            F(log_softmax_backward_block)(dest + i, g + i, lp + i, VEC, total);
         if (i < cols) {
             F(load_tail)(vg, g + i, cols - i, 0);
             F(load_tail)(vl, lp + i, cols - i, 0);
-            for (int l = 0; l < LANES; l++)
-                vg[l] = vg[l] - EXP(vl[l]) * total;
+            F(log_softmax_backward_block)(vg, vg, vl, VEC, total);
             F(store_tail)(dest + i, vg, cols - i);
         }
     }
@@ -505,6 +642,27 @@ static void F(log_softmax_backward)(const REAL *grad, int64_t grad_stride, const
 /* Cross-entropy                                                       */
 /* ------------------------------------------------------------------ */
 
+/* The first n weights, or ones (w NULL), padded to VEC with zeros. */
+static inline void F(load_weights_tail)(REAL *v, const REAL *w, int64_t n)
+{
+    for (int l = 0; l < VEC; l++)
+        v[l] = l < n ? 1 : 0;
+    if (w)
+        F(load_tail)(v, w, n, 0);
+}
+
+/* acc += w * (m - z) * GAP_SCALE, w NULL meaning ones */
+static inline void F(smooth_block)(REAL *acc, const REAL *z, const REAL *w, int width,
+                                   REAL scaled_m)
+{
+    if (w)
+        for (int l = 0; l < width; l++)
+            acc[l] += w[l] * (scaled_m - z[l] * GAP_SCALE);
+    else
+        for (int l = 0; l < width; l++)
+            acc[l] += scaled_m - z[l] * GAP_SCALE;
+}
+
 /*
  * sum_j w[j] * (m - z[j]) (w NULL: all ones) for the row maximum m, so the
  * terms are >= 0. They are summed scaled by GAP_SCALE (exact), which keeps
@@ -513,61 +671,55 @@ static void F(log_softmax_backward)(const REAL *grad, int64_t grad_stride, const
 static double F(ce_smooth_sum)(const REAL *z, const REAL *w, int64_t n, REAL m)
 {
     double total = 0.0;
-    REAL acc[LANES], vz[LANES], vw[LANES], scaled_m = m * GAP_SCALE;
+    REAL acc[LANES], vz[VEC], vw[VEC], scaled_m = m * GAP_SCALE;
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
         for (int l = 0; l < LANES; l++)
             acc[l] = 0;
         int64_t i = start;
-        if (w) {
-            for (; i + LANES <= end; i += LANES)
-                for (int l = 0; l < LANES; l++)
-                    acc[l] += w[i + l] * (scaled_m - z[i + l] * GAP_SCALE);
-        } else {
-            for (; i + LANES <= end; i += LANES)
-                for (int l = 0; l < LANES; l++)
-                    acc[l] += scaled_m - z[i + l] * GAP_SCALE;
-        }
+        for (; i + LANES <= end; i += LANES)
+            F(smooth_block)(acc, z + i, w ? w + i : NULL, LANES, scaled_m);
+        for (; i + VEC <= end; i += VEC)
+            F(smooth_block)(acc, z + i, w ? w + i : NULL, VEC, scaled_m);
         if (i < end) {
             F(load_tail)(vz, z + i, end - i, m);
-            if (w)
-                F(load_tail)(vw, w + i, end - i, 0);
-            for (int l = 0; l < LANES; l++)
-                acc[l] += (w ? vw[l] : 1) * (scaled_m - vz[l] * GAP_SCALE);
+            F(load_weights_tail)(vw, w ? w + i : NULL, end - i);
+            F(smooth_block)(acc, vz, vw, VEC, scaled_m);
         }
         total += F(lanes_sum)(acc);
     }
     return total / GAP_SCALE;
 }
 
-/* g = a * exp(z - m) - b * w (w NULL: all ones). */
+/* g = a * exp(z - m) - b * w, w NULL meaning ones */
+static inline void F(ce_grad_block)(REAL *g, const REAL *z, const REAL *w, int width, REAL m,
+                                    REAL a, REAL b)
+{
+    REAL v[LANES];
+    if (w)
+        for (int l = 0; l < width; l++)
+            v[l] = a * EXP(z[l] - m) - b * w[l];
+    else
+        for (int l = 0; l < width; l++)
+            v[l] = a * EXP(z[l] - m) - b;
+    for (int l = 0; l < width; l++)
+        g[l] = v[l];
+}
+
 static void F(ce_grad_store)(const REAL *z, const REAL *w, REAL *g, int64_t n, REAL m, REAL a,
                              REAL b)
 {
-    REAL v[LANES], vw[LANES];
+    REAL vz[VEC], vw[VEC];
     int64_t i = 0;
-    if (w) {
-        for (; i + LANES <= n; i += LANES) {
-            for (int l = 0; l < LANES; l++)
-                v[l] = a * EXP(z[i + l] - m) - b * w[i + l];
-            for (int l = 0; l < LANES; l++)
-                g[i + l] = v[l];
-        }
-    } else {
-        for (; i + LANES <= n; i += LANES) {
-            for (int l = 0; l < LANES; l++)
-                v[l] = a * EXP(z[i + l] - m) - b;
-            for (int l = 0; l < LANES; l++)
-                g[i + l] = v[l];
-        }
-    }
+    for (; i + LANES <= n; i += LANES)
+        F(ce_grad_block)(g + i, z + i, w ? w + i : NULL, LANES, m, a, b);
+    for (; i + VEC <= n; i += VEC)
+        F(ce_grad_block)(g + i, z + i, w ? w + i : NULL, VEC, m, a, b);
     if (i < n) {
-        F(load_tail)(v, z + i, n - i, 0);
-        if (w)
-            F(load_tail)(vw, w + i, n - i, 0);
-        for (int l = 0; l < LANES; l++)
-            v[l] = a * EXP(v[l] - m) - b * (w ? vw[l] : 1);
-        F(store_tail)(g + i, v, n - i);
+        F(load_tail)(vz, z + i, n - i, m);
+        F(load_weights_tail)(vw, w ? w + i : NULL, n - i);
+        F(ce_grad_block)(vz, vz, vw, VEC, m, a, b);
+        F(store_tail)(g + i, vz, n - i);
     }
 }
 
@@ -587,7 +739,7 @@ static void F(ce_row)(const REAL *z, int64_t y, const REAL *w, double w_total, R
     REAL m;
     double s;
     F(online_max_sum)(z, n, 1, &m, &s);
-    if (!F(is_finite)(m)) {
+    if (!F(usable)(m, s)) {
         /* a NaN softmax: the formulas give NaN everywhere (lse is not finite) */
         *loss = NAN;
         if (g)
@@ -629,6 +781,19 @@ static void F(cross_entropy)(const REAL *logits, int64_t logits_stride, const in
     }
 }
 
+/* acc_q += w q and acc_gap += w q (m - z) GAP_SCALE with q = keep t + spread */
+static inline void F(probs_sums_block)(REAL *acc_q, REAL *acc_gap, const REAL *z,
+                                       const REAL *t, const REAL *w, int width, REAL scaled_m,
+                                       REAL keep, REAL spread)
+{
+    for (int l = 0; l < width; l++) {
+        REAL q = keep * t[l] + spread;
+        q = w ? q * w[l] : q;
+        acc_q[l] += q;
+        acc_gap[l] += q * (scaled_m - z[l] * GAP_SCALE);
+    }
+}
+
 /*
  * Probability targets: with q = (1 - eps) t + eps / n, returns
  * sum_j w[j] q[j] and stores into *weighted_gap sum_j w[j] q[j] (m - z[j])
@@ -638,7 +803,7 @@ static double F(ce_probs_sums)(const REAL *z, const REAL *t, const REAL *w, int6
                                REAL keep, REAL spread, double *weighted_gap)
 {
     double total_q = 0.0, total_gap = 0.0;
-    REAL acc_q[LANES], acc_gap[LANES], vz[LANES], vt[LANES], vw[LANES];
+    REAL acc_q[LANES], acc_gap[LANES], vz[VEC], vt[VEC], vw[VEC];
     REAL scaled_m = m * GAP_SCALE;
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
@@ -646,21 +811,16 @@ static double F(ce_probs_sums)(const REAL *z, const REAL *t, const REAL *w, int6
             acc_q[l] = acc_gap[l] = 0;
         int64_t i = start;
         for (; i + LANES <= end; i += LANES)
-            for (int l = 0; l < LANES; l++) {
-                REAL q = (keep * t[i + l] + spread) * (w ? w[i + l] : 1);
-                acc_q[l] += q;
-                acc_gap[l] += q * (scaled_m - z[i + l] * GAP_SCALE);
-            }
+            F(probs_sums_block)(acc_q, acc_gap, z + i, t + i, w ? w + i : NULL, LANES,
+                                scaled_m, keep, spread);
+        for (; i + VEC <= end; i += VEC)
+            F(probs_sums_block)(acc_q, acc_gap, z + i, t + i, w ? w + i : NULL, VEC,
+                                scaled_m, keep, spread);
         if (i < end) {
             F(load_tail)(vz, z + i, end - i, m);
             F(load_tail)(vt, t + i, end - i, 0);
-            F(load_tail)(vw, w ? w + i : vt, w ? end - i : 0, 1);
-            for (int l = 0; l < LANES; l++) {
-                REAL q = (keep * vt[l] + spread) * vw[l];
-                q = l < end - i ? q : 0;
-                acc_q[l] += q;
-                acc_gap[l] += q * (scaled_m - vz[l] * GAP_SCALE);
-            }
+            F(load_weights_tail)(vw, w ? w + i : NULL, end - i);
+            F(probs_sums_block)(acc_q, acc_gap, vz, vt, vw, VEC, scaled_m, keep, spread);
         }
         total_q += F(lanes_sum)(acc_q);
         total_gap += F(lanes_sum)(acc_gap);
@@ -669,25 +829,38 @@ static double F(ce_probs_sums)(const REAL *z, const REAL *t, const REAL *w, int6
     return total_q;
 }
 
-/* g = a * exp(z - m) - c * w * ((1 - eps) t + eps / n). */
+/* g = a * exp(z - m) - c * w * (keep t + spread), w NULL meaning ones */
+static inline void F(probs_grad_block)(REAL *g, const REAL *z, const REAL *t, const REAL *w,
+                                       int width, REAL m, REAL a, REAL c, REAL keep,
+                                       REAL spread)
+{
+    REAL v[LANES];
+    for (int l = 0; l < width; l++) {
+        REAL q = keep * t[l] + spread;
+        q = w ? q * w[l] : q;
+        v[l] = a * EXP(z[l] - m) - c * q;
+    }
+    for (int l = 0; l < width; l++)
+        g[l] = v[l];
+}
+
 static void F(ce_probs_grad_store)(const REAL *z, const REAL *t, const REAL *w, REAL *g,
                                    int64_t n, REAL m, REAL a, REAL c, REAL keep, REAL spread)
 {
-    REAL v[LANES], vz[LANES], vt[LANES], vw[LANES];
+    REAL vz[VEC], vt[VEC], vw[VEC];
     int64_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        for (int l = 0; l < LANES; l++)
-            v[l] = a * EXP(z[i + l] - m) - c * (keep * t[i + l] + spread) * (w ? w[i + l] : 1);
-        for (int l = 0; l < LANES; l++)
-            g[i + l] = v[l];
-    }
+    for (; i + LANES <= n; i += LANES)
+        F(probs_grad_block)(g + i, z + i, t + i, w ? w + i : NULL, LANES, m, a, c, keep,
+                            spread);
+    for (; i + VEC <= n; i += VEC)
+        F(probs_grad_block)(g + i, z + i, t + i, w ? w + i : NULL, VEC, m, a, c, keep,
+                            spread);
     if (i < n) {
-        F(load_tail)(vz, z + i, n - i, 0);
+        F(load_tail)(vz, z + i, n - i, m);
         F(load_tail)(vt, t + i, n - i, 0);
-        F(load_tail)(vw, w ? w + i : vt, w ? n - i : 0, 1);
-        for (int l = 0; l < LANES; l++)
-            v[l] = a * EXP(vz[l] - m) - c * (keep * vt[l] + spread) * vw[l];
-        F(store_tail)(g + i, v, n - i);
+        F(load_weights_tail)(vw, w ? w + i : NULL, n - i);
+        F(probs_grad_block)(vz, vz, vt, vw, VEC, m, a, c, keep, spread);
+        F(store_tail)(g + i, vz, n - i);
     }
 }
 
@@ -705,7 +878,7 @@ static void F(cross_entropy_probs)(const REAL *logits, int64_t logits_stride,
         REAL m;
         double s, gap;
         F(online_max_sum)(z, cols, 1, &m, &s);
-        if (!F(is_finite)(m)) {
+        if (!F(usable)(m, s)) {
             loss[r] = NAN;
             if (g)
                 F(fill)(g, cols, NAN);
@@ -770,7 +943,8 @@ static void F(heap_push)(REAL *vals, int64_t *index, int64_t size, REAL v, int64
 /*
  * The k best logits of one row kept in a heap in the output row itself while
  * the online max/sum runs over the same chunks; then sorted best first and
- * turned into probabilities.
+ * turned into probabilities. (A NaN may enter the heap and disorder it, but
+ * then the row's sum is NaN and the output is the NaN row.)
  */
 static void F(topk_row)(const REAL *x, int64_t n, REAL t, REAL *vals, int64_t *index,
                         int64_t k)
@@ -781,15 +955,14 @@ static void F(topk_row)(const REAL *x, int64_t n, REAL t, REAL *vals, int64_t *i
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t len = n - start < CHUNK ? n - start : CHUNK;
         REAL chunk_max = F(row_max)(x + start, len);
-        if (chunk_max != chunk_max) {
-            m = chunk_max;
-            break;
-        }
         if (chunk_max > m) {
-            s *= exp(((double)m - (double)chunk_max) * (double)t);
+            if (s != 0)
+                s *= exp(((double)m - (double)chunk_max) * (double)t);
             m = chunk_max;
+            if (m == INFINITY)
+                break; /* a NaN row whatever follows */
         }
-        if (F(is_finite)(m))
+        if (m > -INFINITY)
             s += F(chunk_sum_exp)(x + start, len, m, t);
         if (kept == k && !(chunk_max > vals[0]))
             continue; /* nothing in this chunk beats the worst kept logit */
@@ -800,7 +973,7 @@ static void F(topk_row)(const REAL *x, int64_t n, REAL t, REAL *vals, int64_t *i
                 F(heap_sift_down)(vals, index, k, 0, x[j], j);
         }
     }
-    if (!F(is_finite)(m)) {
+    if (!F(usable)(m, s)) {
         for (int64_t q = 0; q < k; q++) {
             vals[q] = NAN;
             index[q] = q;
@@ -835,15 +1008,13 @@ static void F(softmax_topk)(const REAL *x, int64_t x_stride, double inv_temperat
 
 static void F(exp_map)(const REAL *x, REAL *out, int64_t n)
 {
-    REAL v[LANES];
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        for (int l = 0; l < LANES; l++)
-            v[l] = EXP(x[i + l]);
-        for (int l = 0; l < LANES; l++)
-            out[i + l] = v[l];
-    }
-    for (; i < n; i++)
+    for (int64_t i = 0; i < n; i++)
+        out[i] = EXP_ANY(x[i]);
+}
+
+static void F(exp_nonpositive_map)(const REAL *x, REAL *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
         out[i] = EXP(x[i]);
 }
 
@@ -851,6 +1022,7 @@ static void F(exp_map)(const REAL *x, REAL *out, int64_t n)
 #undef FS_CAT
 #undef F
 #undef LANES
+#undef VEC
 #undef CHUNK
 #undef SHORT_COLS
 #undef TILE_ROWS

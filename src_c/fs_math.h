@@ -8,9 +8,10 @@
  * on -ffast-math: NaN, the infinities, overflow and underflow behave as IEEE
  * libm does.
  *
- * Accuracy (measured over the whole float32 range in tests/test_c_backend.py):
- * fs_expf and fs_logf within 2 ulp of the float64 result, fs_exp within 2 ulp
- * of a long double result. The polynomial coefficients are minimax fits made by
+ * Accuracy, measured in tests/test_c_backend.py: fs_expf and fs_logf within
+ * 1 ulp of the correctly rounded result over the whole float32 range (and
+ * fs_expf_nonpositive over x <= 0), subnormal results included; the float64
+ * exp within 1 ulp. The polynomial coefficients are minimax fits made by
  * src_c/fit_polynomials.py.
  */
 #ifndef FS_MATH_H
@@ -50,76 +51,110 @@ static inline double fs_f64_from_bits(uint64_t u)
 }
 
 /*
- * exp(x) in float32.
- *
- * x = k ln2 + r with |r| <= ln2/2 (Cody-Waite: ln2 split in a high part whose
- * products with k are exact and a low correction); exp(r) from a degree-6
- * polynomial; 2^k applied as two factors 2^floor(k/2) and 2^ceil(k/2), so
- * results in the subnormal range round once and overflow gives +inf.
- * Arguments are clamped first: below -105 the result is exactly 0 (so -inf
- * gives 0), above 89 it is +inf; NaN passes the clamps and stays NaN.
+ * exp in float32: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite: ln2 split in a
+ * high part whose products with k are exact and a low correction); exp(r)
+ * from a degree-6 polynomial. Returns scale * exp(r), scale being a power of
+ * two folded into the coefficients (exact), and stores k, as a two's
+ * complement integer read from the low bits of the rounding shifter, in *k.
+ * Valid for |x| < 2^21; callers replace results outside their range by
+ * selects, so NaN flows through the arithmetic and stays NaN.
  */
-static inline float fs_expf(float x)
+static inline float fs_expf_reduced(float x, float scale, uint32_t *k)
 {
     const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     const float ln2_hi = 0.693359375f;
     const float ln2_lo = -2.12194440e-4f;
-    x = x < -105.0f ? -105.0f : x;
-    x = x > 89.0f ? 89.0f : x;
     float shifted = x * 1.44269504f + shifter;
-    float k = shifted - shifter;
-    /* k as a two's complement integer, from the low bits of `shifted` */
-    uint32_t k_bits = fs_f32_bits(shifted) - fs_f32_bits(shifter);
-    float r = x - k * ln2_hi;
-    r = r - k * ln2_lo;
-    float p = 1.381458176e-3f;
-    p = p * r + 8.368724147e-3f;
-    p = p * r + 4.166838878e-2f;
-    p = p * r + 1.666652057e-1f;
-    p = p * r + 4.999999344e-1f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    /* k + 256 is positive for every clamped x, so the shift is a plain halving */
-    uint32_t biased = k_bits + 256u;
-    uint32_t half = biased >> 1;
-    float scale_lo = fs_f32_from_bits((half - 1u) << 23);
-    float scale_hi = fs_f32_from_bits((biased - half - 1u) << 23);
-    return p * scale_lo * scale_hi;
+    float kf = shifted - shifter;
+    *k = fs_f32_bits(shifted) - fs_f32_bits(shifter);
+    float r = x - kf * ln2_hi;
+    r = r - kf * ln2_lo;
+    float p = 1.381458176e-3f * scale;
+    p = p * r + 8.368724147e-3f * scale;
+    p = p * r + 4.166838878e-2f * scale;
+    p = p * r + 1.666652057e-1f * scale;
+    p = p * r + 4.999999344e-1f * scale;
+    p = p * r + scale;
+    p = p * r + scale;
+    return p;
 }
 
 /*
- * exp(x) in float64: the same scheme as fs_expf with a degree-11 polynomial;
- * results are exactly 0 below -746 and +inf above 710.
+ * exp(x) for x <= 0 (and -inf, NaN): what the kernels use, since they only
+ * exponentiate x - max(x). The polynomial carries a factor 2^-64 and 2^k is
+ * applied as 2^(k+64), one multiplication that rounds subnormal results once.
+ * Exactly 0 below -104 (hence for -inf); still within 1 ulp up to x = 44.
  */
-static inline double fs_exp(double x)
+static inline float fs_expf_nonpositive(float x)
+{
+    uint32_t k;
+    float p = fs_expf_reduced(x, 0x1p-64f, &k);
+    float y = p * fs_f32_from_bits((k + 191u) << 23);
+    return x < -104.0f ? 0.0f : y;
+}
+
+/*
+ * exp(x) for every float: 2^k as two factors 2^floor(k/2) and 2^ceil(k/2) so
+ * that subnormal results round once and overflow gives +inf; exactly 0 below
+ * -104 (hence for -inf), +inf above 88.75 (hence for +inf).
+ */
+static inline float fs_expf(float x)
+{
+    uint32_t k;
+    float p = fs_expf_reduced(x, 1.0f, &k);
+    uint32_t biased = k + 256u; /* positive wherever the result is used */
+    uint32_t half = biased >> 1;
+    float y = p * fs_f32_from_bits((half - 1u) << 23) * fs_f32_from_bits((biased - half - 1u) << 23);
+    y = x < -104.0f ? 0.0f : y;
+    return x > 88.75f ? INFINITY : y;
+}
+
+/* exp in float64, as fs_expf_reduced with a degree-11 polynomial (|x| < 2^50). */
+static inline double fs_exp_reduced(double x, double scale, uint64_t *k)
 {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     const double ln2_hi = 6.93147180369123816490e-01;
     const double ln2_lo = 1.90821492927058770002e-10;
-    x = x < -746.0 ? -746.0 : x;
-    x = x > 710.0 ? 710.0 : x;
     double shifted = x * 1.4426950408889634 + shifter;
-    double k = shifted - shifter;
-    uint64_t k_bits = fs_f64_bits(shifted) - fs_f64_bits(shifter);
-    double r = x - k * ln2_hi;
-    r = r - k * ln2_lo;
-    double p = 2.500005286102709163e-8;
-    p = p * r + 2.763026339755934905e-7;
-    p = p * r + 2.755758647779778350e-6;
-    p = p * r + 2.480149305995927505e-5;
-    p = p * r + 1.984126950637735098e-4;
-    p = p * r + 1.388888894366424248e-3;
-    p = p * r + 8.333333333494593438e-3;
-    p = p * r + 4.166666666653004428e-2;
-    p = p * r + 1.666666666666641226e-1;
-    p = p * r + 5.000000000000010638e-1;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    uint64_t biased = k_bits + 4096u;
+    double kf = shifted - shifter;
+    *k = fs_f64_bits(shifted) - fs_f64_bits(shifter);
+    double r = x - kf * ln2_hi;
+    r = r - kf * ln2_lo;
+    double p = 2.500005286102709163e-8 * scale;
+    p = p * r + 2.763026339755934905e-7 * scale;
+    p = p * r + 2.755758647779778350e-6 * scale;
+    p = p * r + 2.480149305995927505e-5 * scale;
+    p = p * r + 1.984126950637735098e-4 * scale;
+    p = p * r + 1.388888894366424248e-3 * scale;
+    p = p * r + 8.333333333494593438e-3 * scale;
+    p = p * r + 4.166666666653004428e-2 * scale;
+    p = p * r + 1.666666666666641226e-1 * scale;
+    p = p * r + 5.000000000000010638e-1 * scale;
+    p = p * r + scale;
+    p = p * r + scale;
+    return p;
+}
+
+/* exp(x) for x <= 0 in float64 (see fs_expf_nonpositive); exactly 0 below -746. */
+static inline double fs_exp_nonpositive(double x)
+{
+    uint64_t k;
+    double p = fs_exp_reduced(x, 0x1p-512, &k);
+    double y = p * fs_f64_from_bits((k + 1535u) << 52);
+    return x < -746.0 ? 0.0 : y;
+}
+
+/* exp(x) for every double; exactly 0 below -746, +inf above 709.79. */
+static inline double fs_exp(double x)
+{
+    uint64_t k;
+    double p = fs_exp_reduced(x, 1.0, &k);
+    uint64_t biased = k + 4096u;
     uint64_t half = biased >> 1;
-    double scale_lo = fs_f64_from_bits((half - 1025u) << 52);
-    double scale_hi = fs_f64_from_bits((biased - half - 1025u) << 52);
-    return p * scale_lo * scale_hi;
+    double y = p * fs_f64_from_bits((half - 1025u) << 52) *
+               fs_f64_from_bits((biased - half - 1025u) << 52);
+    y = x < -746.0 ? 0.0 : y;
+    return x > 709.79 ? INFINITY : y;
 }
 
 /*
