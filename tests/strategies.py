@@ -22,6 +22,9 @@ bound adds half a float16 ulp (relative ``2**-11``, absolute ``2**-25`` for
 subnormals) to the float32 one.
 """
 
+import math
+import warnings
+
 import hypothesis
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -249,3 +252,60 @@ def assert_same_values(a, b):
     a, b = np.asarray(a), np.asarray(b)
     assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, a.shape, b.dtype, b.shape)
     np.testing.assert_array_equal(a, b)
+
+
+# --- cross_entropy -------------------------------------------------------------
+
+
+def logit_row_sizes(logits):
+    """Per row: the spread of the finite logits and their largest magnitude."""
+    z = np.asarray(logits, np.float64)
+    finite = np.where(np.isfinite(z), z, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows without finite values
+        spread = np.nan_to_num(np.nanmax(finite, axis=-1) - np.nanmin(finite, axis=-1))
+        magnitude = np.nan_to_num(np.nanmax(np.abs(finite), axis=-1))
+    return spread, magnitude
+
+
+def assert_cross_entropy_close(loss, grad, expected_loss, expected_grad, logits, target, reduction, **options):
+    """cross_entropy's loss and gradient against float64 values, within error
+    bounds relative to the size of their terms.
+
+    A row's loss is made of log-probabilities, whose size is the spread of the
+    row's logits plus ln C (not the logits' size: the loss must not lose
+    accuracy when all logits share a large offset), times the target weight
+    (and the target's mass for probability targets), plus ``z_loss * lse**2``.
+    A gradient row is ``p * (sum of weights) - (weights at the targets)`` plus
+    ``2 * z_loss * lse * p``. The bound is ``1e-5`` of that size in float32 (the
+    log-probability bound) and ``1e-13`` in float64.
+    """
+    dtype = np.asarray(grad if grad is not None else loss).dtype
+    rtol = 1e-13 if compute_dtype(dtype) == FLOAT64 else 1e-5
+    weight = options.get("weight")
+    z_loss = options.get("z_loss", 0.0)
+    target = np.asarray(target)
+    probability_target = target.dtype.kind == "f"
+    w_max = 1.0 if weight is None else float(np.max(np.abs(weight)))
+    mass = float(np.abs(target.astype(np.float64)).sum(axis=-1).max(initial=0.0)) if probability_target else 1.0
+    spread, magnitude = logit_row_sizes(logits)
+    log_c = math.log(max(np.shape(logits)[-1], 1))
+    lse_size = 1.0 + magnitude + log_c
+    row_loss = w_max * mass * (1.0 + spread + log_c) + z_loss * lse_size**2
+    row_grad = w_max * mass + 2 * z_loss * lse_size
+    if reduction == "mean":
+        if probability_target:
+            denominator = float(np.prod(target.shape[:-1]))
+        else:
+            kept = target != options.get("ignore_index", -100)
+            denominator = float(kept.sum() if weight is None else np.asarray(weight, np.float64)[target[kept]].sum())
+        denominator = denominator or 1.0
+        loss_size, grad_size = row_loss.sum() / denominator, row_grad / denominator
+    elif reduction == "sum":
+        loss_size, grad_size = row_loss.sum(), row_grad
+    else:
+        loss_size, grad_size = row_loss, row_grad
+    assert_close_scaled(loss, expected_loss, loss_size, dtype, rtol)
+    if grad is not None:
+        assert_close_scaled(grad, expected_grad, np.asarray(grad_size)[..., None], dtype, rtol)
+
