@@ -9,6 +9,10 @@ reads the rest of the row twice; several rows share a block and a reduction
 spans several levels.
 """
 
+import os
+import pathlib
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -343,6 +347,12 @@ def test_device_cross_entropy_errors_match_the_host_path(tiny_blocks):
     assert str(device_error.value) == str(host_error.value) == (
         "target[1, 1] = 7 is outside [0, 5) and is not ignore_index (-100)"
     )
+    # With the caller's grad_out (here the logits, in place) nothing is written
+    # before the check has passed.
+    in_place = device_copy(logits)
+    with pytest.raises(ValueError, match=r"target\[1, 1\] = 7"):
+        ce_device(in_place, device_copy(target), grad_out=in_place)
+    np.testing.assert_array_equal(to_host(in_place), logits)
     with pytest.raises(ValueError, match="weight holds NaN or infinite values"):
         ce_device(device_copy(logits), target.clip(0, 4), weight=device_copy(np.array([1, 1, np.nan, 1, 1])))
     with pytest.raises(ValueError, match=r"weight has shape \(4,\) but must be \(5,\)"):
@@ -410,3 +420,11 @@ def test_availability_reports_the_simulator():
     info = fastsoftmax.backends()["cuda"]
     assert info.available and info.reason == ""
     assert ("CUDA simulator" in info.version) == runtime.SIMULATOR
+
+
+def test_gpu_benchmark_refuses_the_simulator_clearly():
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "gpu_bench.py"
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert "simulator cannot be benchmarked" in done.stderr

@@ -261,19 +261,24 @@ def _check_device_weight(weight, n_classes):
     return weight_sum
 
 
-def _class_target_weights(target, weight, n_classes, ignore_index):
-    """Per-row ``w[y]`` (0 where ignored) as a device float64 array, after the range check.
+# Slots of the small float64 scratch array of one cross_entropy call; it
+# crosses to the host once, at the end.
+_FIRST_BAD, _DIVISOR, _LOSS_SUM = 0, 1, 2
 
-    Raises the host path's ValueError naming the first bad row and its value.
+
+def _check_class_targets(target, weight, n_classes, ignore_index, scratch, row_weight):
+    """Launch the device range check of class `target` (and the per-row weights).
+
+    The first bad flat row lands in ``scratch[_FIRST_BAD]`` (the row count when
+    none); ``row_weight`` (or None) gets ``w[y]`` per row, 0 where ignored.
     """
     batch_shape = target.shape
-    n_rows = _rows(batch_shape)
-    row_weight = cuda.device_array(n_rows, dtype=np.float64)
-    first_bad = cuda.to_device(np.array([n_rows], dtype=np.int64))
-    has_weight = weight is not None
     block = settings.SUM_BLOCK
-    kernel = targets.class_target_check(block, has_weight)
-    weight_arg = weight.kernel_arg() if has_weight else row_weight
+    kernel = targets.class_target_check(block, weight is not None, row_weight is not None)
+    weight_arg = weight.kernel_arg() if weight is not None else scratch
+    row_weight = scratch if row_weight is None else row_weight
+    first_bad = scratch[_FIRST_BAD : _FIRST_BAD + 1]
+    sums.fill(first_bad.reshape(1, 1), _rows(batch_shape))
     offset = 0
     for (target_arg,) in arrays.row_launches([target], batch_shape):
         count = target_arg.shape[0] * target_arg.shape[1]
@@ -282,16 +287,19 @@ def _class_target_weights(target, weight, n_classes, ignore_index):
             target_arg, weight_arg, row_weight, first_bad, n_classes, ignore_index, offset,
         )
         offset += count
-    bad = int(first_bad.copy_to_host()[0])
-    if bad < n_rows:
-        row = tuple(int(i) for i in np.unravel_index(bad, batch_shape)) if batch_shape else ()
-        value = int(target.read(row))
-        where = f"target[{', '.join(map(str, row))}]" if row else "target"
-        raise ValueError(
-            f"{where} = {value} is outside [0, {n_classes}) and is not "
-            f"ignore_index ({ignore_index})"
-        )
-    return row_weight
+
+
+def _raise_for_bad_target(first_bad, target, n_classes, ignore_index):
+    """The host path's ValueError naming the first bad row and its value, if any."""
+    batch_shape = target.shape
+    if first_bad >= _rows(batch_shape):
+        return
+    row = tuple(int(i) for i in np.unravel_index(int(first_bad), batch_shape)) if batch_shape else ()
+    where = f"target[{', '.join(map(str, row))}]" if row else "target"
+    raise ValueError(
+        f"{where} = {int(target.read(row))} is outside [0, {n_classes}) and is not "
+        f"ignore_index ({ignore_index})"
+    )
 
 
 def _empty_loss(reduction, batch_shape, result_dtype, on_device):
@@ -310,7 +318,10 @@ def device_cross_entropy(
     The scalar options were checked by the caller. For ``"mean"`` and ``"sum"`` the
     loss is a host NumPy scalar (a deterministic device sum of the per-row
     losses); for ``"none"`` it is a device array (a NumPy array for host
-    logits). The kernel keeps one float64 per row for the reduction.
+    logits). The kernel keeps one float64 per row for the reduction. The
+    range check of class targets runs on the device; its verdict comes back
+    with the loss, in the one wait of the call, except when the caller's
+    ``grad_out`` would be written: then it is read before the kernel runs.
     """
     eps = label_smoothing
     on_device = arrays.is_device_array(logits)
@@ -379,12 +390,21 @@ def device_cross_entropy(
         if return_grad:
             gradv = arrays.empty(lv.shape, result_dtype)
     tv = _operand(target, "target")
+    scratch = cuda.device_array(3, dtype=np.float64)
+    divisor = scratch[_DIVISOR : _DIVISOR + 1]
+    mean_of_weights = reduction == "mean" and class_targets
     if class_targets:
-        row_weight = _class_target_weights(tv, weight_view, n_classes, ignore_index)
-        denominator = sums.total(row_weight) if reduction == "mean" else 1.0
+        row_weight = cuda.device_array(_rows(batch_shape), np.float64) if mean_of_weights else None
+        _check_class_targets(tv, weight_view, n_classes, ignore_index, scratch, row_weight)
+        if on_device and grad_out is not None:
+            # The caller's array must not be written before the check has passed;
+            # otherwise the check is read at the end, with the loss.
+            first_bad = scratch[_FIRST_BAD : _FIRST_BAD + 1].copy_to_host()[0]
+            _raise_for_bad_target(first_bad, tv, n_classes, ignore_index)
+    if mean_of_weights:
+        sums.sum_into(row_weight, divisor)
     else:
-        denominator = float(_rows(batch_shape))
-    grad_scale = (1.0 / denominator if denominator else math.inf) if reduction == "mean" else 1.0
+        sums.fill(divisor.reshape(1, 1), float(_rows(batch_shape)) if reduction == "mean" else 1.0)
 
     if reduction == "none":
         loss_view = arrays.empty(batch_shape, result_dtype)
@@ -395,21 +415,27 @@ def device_cross_entropy(
     has_grad = gradv is not None
     build = cross_entropy.class_target if class_targets else cross_entropy.probability_target
     kernel = build(ftype, row_plan, weight_view is not None, has_grad)
-    # Unused arguments get a small stand-in of the right type.
-    spare = arrays.empty((1, 1, 1), kernel_dtype)
-    weight_arg = weight_view.kernel_arg() if weight_view is not None else spare.kernel_arg()
-    params = (eps, z_loss, grad_scale, weight_sum)
+    # Arguments a kernel variant never touches get a stand-in.
+    spare = scratch.reshape(1, 1, 3)
+    weight_arg = weight_view.kernel_arg() if weight_view is not None else spare
+    params = (eps, z_loss, weight_sum)
     views = [lv, tv, loss_view] + ([gradv] if has_grad else [])
     for args in arrays.row_launches(views, batch_shape):
         logits_arg, target_arg, loss_arg = args[:3]
-        grad_arg = args[3] if has_grad else spare.kernel_arg()
+        grad_arg = args[3] if has_grad else spare
         extra = (ignore_index, params) if class_targets else (params,)
         n_rows = logits_arg.shape[0] * logits_arg.shape[1]
         runtime.launch(
             kernel, row_plan.blocks(n_rows), row_plan.block, row_plan.shared_bytes,
-            logits_arg, target_arg, weight_arg, loss_arg, grad_arg, *extra,
+            logits_arg, target_arg, weight_arg, loss_arg, grad_arg, divisor, *extra,
         )
 
+    if reduction != "none":
+        flat_loss = loss_view.with_address(loss_view.address.reshape(-1)).kernel_arg()
+        sums.sum_into(flat_loss, scratch[_LOSS_SUM : _LOSS_SUM + 1])
+    first_bad, denominator, total = scratch.copy_to_host()
+    if class_targets:
+        _raise_for_bad_target(first_bad, tv, n_classes, ignore_index)
     if reduction == "none":
         if on_device:
             loss = loss_view.kernel_arg()
@@ -417,10 +443,8 @@ def device_cross_entropy(
             loss = np.empty(batch_shape, dtype=result_dtype)
             arrays.download(loss_view, loss)
     else:
-        total = sums.total(loss_view.with_address(loss_view.address.reshape(-1)).kernel_arg())
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            value = np.float64(total) / denominator if reduction == "mean" else np.float64(total)
-            loss = result_dtype.type(value)
+            loss = result_dtype.type(total / denominator if reduction == "mean" else total)
     if has_grad and not on_device:
         arrays.download(gradv, grad)
     return (loss, grad) if return_grad else loss

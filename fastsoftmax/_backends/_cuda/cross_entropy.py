@@ -7,8 +7,9 @@ the loss terms that need the whole row (label smoothing, probability targets).
 ``-log p_j`` is ``log(s) - (z_j - m)`` from the shifted logits, never
 ``lse - z_j``, which cancels when the logits share a large offset; rows whose
 softmax is undefined (NaN, +inf, only -inf) give NaN loss and gradient.
-``params`` is the float tuple ``(label_smoothing, z_loss, grad_scale,
-weight_sum)``; ``weight`` is only read when the kernel was built with weights
+``params`` is the float tuple ``(label_smoothing, z_loss, weight_sum)``; the
+gradient is divided by ``divisor[0]`` (a device value: the mean's denominator,
+else 1; 0 gives infinity, as a mean over no rows does); ``weight`` is only read when the kernel was built with weights
 and ``grad`` only written when it was built with a gradient. Loss terms and
 row sums are float64; the per-element gradient is in the compute dtype.
 """
@@ -25,7 +26,7 @@ from .forward import row_of_thread
 
 @functools.cache
 def class_target(ftype, plan, has_weight, has_grad):
-    """Kernel ``(logits, target, weight, loss, grad, ignore_index, params)``."""
+    """Kernel ``(logits, target, weight, loss, grad, divisor, ignore_index, params)``."""
     lanes, values, stream = plan.lanes, plan.values, plan.stream
     reducers = reduce.reducers(lanes, plan.block, plan.shuffle, ftype)
     group_merge, group_sum = reducers.merge, reducers.sum
@@ -42,14 +43,17 @@ def class_target(ftype, plan, has_weight, has_grad):
         return one
 
     @runtime.kernel(plan.block)
-    def kernel(logits, target, weight, loss, grad, ignore_index, params):
-        eps, z_loss, grad_scale, weight_sum = params
+    def kernel(logits, target, weight, loss, grad, divisor, ignore_index, params):
+        eps, z_loss, weight_sum = params
+        grad_scale = 1.0 / divisor[0] if divisor[0] != 0 else math.inf
         n1, n_cols = logits.shape[1], logits.shape[2]
         row, lane, active = locate(logits.shape[0] * n1)
         r0 = row // n1 if active else 0
         r1 = row % n1 if active else 0
         y = np.int64(target[r0, r1]) if active else np.int64(ignore_index)
-        kept = active and y != ignore_index
+        # Out-of-range targets are reported by the check kernel; here they
+        # only must not be read from.
+        kept = active and y != ignore_index and 0 <= y < n_cols
         # Read before the row's threads meet, since grad may be logits itself.
         z_y = ftype(logits[r0, r1, y]) if kept else zero
         w_y = class_weight(weight, y) if kept else one
@@ -131,7 +135,7 @@ def class_target(ftype, plan, has_weight, has_grad):
 
 @functools.cache
 def probability_target(ftype, plan, has_weight, has_grad):
-    """Kernel ``(logits, target, weight, loss, grad, params)`` for target probabilities."""
+    """Kernel ``(logits, target, weight, loss, grad, divisor, params)`` for target probabilities."""
     lanes, values, stream = plan.lanes, plan.values, plan.stream
     reducers = reduce.reducers(lanes, plan.block, plan.shuffle, ftype)
     group_merge, group_sum = reducers.merge, reducers.sum
@@ -150,8 +154,9 @@ def probability_target(ftype, plan, has_weight, has_grad):
         return ftype(t_smooth)
 
     @runtime.kernel(plan.block)
-    def kernel(logits, target, weight, loss, grad, params):
-        eps, z_loss, grad_scale, weight_sum = params
+    def kernel(logits, target, weight, loss, grad, divisor, params):
+        eps, z_loss, weight_sum = params
+        grad_scale = 1.0 / divisor[0] if divisor[0] != 0 else math.inf
         n1, n_cols = logits.shape[1], logits.shape[2]
         row, lane, active = locate(logits.shape[0] * n1)
         r0 = row // n1 if active else 0

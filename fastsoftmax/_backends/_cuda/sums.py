@@ -35,21 +35,29 @@ def _block_sums(block, values, shuffle):
     return kernel
 
 
-def total(values):
-    """The float64 sum of the one-dimensional device array `values`."""
+def sum_into(values, out):
+    """Write the float64 sum of the 1-D device array `values` into ``out[0]`` (no wait)."""
     block, per_thread = settings.SUM_BLOCK, settings.SUM_VALUES
     shuffle = runtime.use_shuffle()
     kernel = _block_sums(block, per_thread, shuffle)
     chunk = block * per_thread
     if values.shape[0] == 0:
-        return 0.0
+        fill(out.reshape(1, 1), 0.0)
+        return
     while True:
         n_blocks = -(-values.shape[0] // chunk)
-        partial = cuda.device_array(n_blocks, dtype=np.float64)
+        partial = out if n_blocks == 1 else cuda.device_array(n_blocks, dtype=np.float64)
         runtime.launch(kernel, n_blocks, block, reduce.shared_bytes(block, shuffle), values, partial)
-        values = partial
         if n_blocks == 1:
-            return float(partial.copy_to_host()[0])
+            return
+        values = partial
+
+
+def total(values):
+    """The float64 sum of the one-dimensional device array `values`, on the host."""
+    out = cuda.device_array(1, dtype=np.float64)
+    sum_into(values, out)
+    return float(out.copy_to_host()[0])
 
 
 @functools.cache
