@@ -1,0 +1,140 @@
+"""Per-row helpers of the fused cross-entropy: loss and gradient in one sweep.
+
+With ``lse`` the row's log-sum-exp, ``p = exp(z - lse)`` and ``eps`` the label
+smoothing, a row with class target ``y`` has
+
+    loss = (1 - eps) * w[y] * (lse - z[y]) + eps / C * sum_j w[j] * (lse - z[j])
+           + z_loss * lse**2
+    grad = scale * (((1 - eps) * w[y] + eps / C * sum(w) + 2 * z_loss * lse) * p
+                    - eps / C * w - (1 - eps) * w[y] * onehot(y))
+
+and a row with target probabilities ``t`` has, with ``q = (1 - eps) * t + eps / C``,
+
+    loss = sum_j w[j] * q[j] * (lse - z[j]) + z_loss * lse**2
+    grad = scale * ((sum(w * q) + 2 * z_loss * lse) * p - w * q).
+
+Differences ``lse - z[j]`` are taken as ``(m - z[j]) + log(s)``, with ``m`` the
+row maximum and ``s`` the sum of ``exp(z - m)``, so no large terms cancel (and
+sums of them as ``sum(w) * log(s) + sum_j w[j] (m - z[j])``); ``p`` is
+``exp(z - m) / s``. Rows
+without a finite maximum (NaN, ``+inf``, all ``-inf``) take a float64 path that
+applies the formulas literally, giving what the float64 reference gives.
+"""
+
+import math
+
+from . import rows
+from .elementary import exp, exp_nonpositive, log
+from .jit import helper, reduction
+
+
+@helper
+def target_weight(j, w, t, keep, spread):
+    """``w[j] * q[j]`` in float64, with unit weights for None and ``q = 1`` without `t`."""
+    factor = 1.0 if w is None else float(w[j])
+    if t is not None:
+        factor *= keep * float(t[j]) + spread
+    return factor
+
+
+@helper
+def literal_loss(z, w, t, keep, spread, lse):
+    """``sum_j w[j] * q[j] * (lse - z[j])`` in float64, term by term."""
+    total = 0.0
+    for j in range(z.shape[0]):
+        total += target_weight(j, w, t, keep, spread) * (lse - float(z[j]))
+    return total
+
+
+@helper
+def literal_gradient(z, w, t, keep, spread, lse, coef, off, g):
+    """``g = coef * exp(z - lse) - off * w * q`` in float64, term by term."""
+    for j in range(z.shape[0]):
+        g[j] = coef * exp(float(z[j]) - lse) - off * target_weight(j, w, t, keep, spread)
+
+
+@helper
+def class_target(z, y, w, w_total, eps, z_loss, scale, g):
+    """Loss of row `z` against class `y`; writes its gradient to `g` unless None."""
+    n = z.shape[0]
+    m, s = rows.online_lse(z, z.dtype.type(1.0))
+    lse = rows.lse_value(m, s)
+    log_s = log(s)
+    finite = math.isfinite(m)
+    wy = 1.0 if w is None else float(w[y])
+    if finite:  # lse - z[y] without cancellation when both are huge
+        nll = (float(m) - float(z[y])) + log_s
+    else:
+        nll = lse - float(z[y])
+    loss = (1.0 - eps) * wy * nll
+    if eps > 0.0:  # skipped at 0, where a -inf logit would give 0 * inf
+        if finite:
+            smooth = w_total * log_s + rows.weighted_sum(z, w, m)
+        else:
+            smooth = literal_loss(z, w, None, 1.0, 0.0, lse)
+        loss += eps / n * smooth
+    loss += z_loss * lse * lse
+    if g is None:
+        return loss
+    coef = scale * ((1.0 - eps) * wy + eps / n * w_total + 2.0 * z_loss * lse)
+    off = scale * eps / n
+    hit = z.dtype.type(scale * (1.0 - eps) * wy)
+    if finite:
+        a = z.dtype.type(coef / s)
+        b = z.dtype.type(off)
+        for j in range(n):
+            if w is None:
+                g[j] = a * exp_nonpositive(z[j] - m) - b
+            else:
+                g[j] = a * exp_nonpositive(z[j] - m) - b * w[j]
+    else:
+        literal_gradient(z, w, None, 1.0, 0.0, lse, coef, off, g)
+    g[y] -= hit
+    return loss
+
+
+@reduction
+def target_sums(z, t, w, keep, spread, m):
+    """``sum(w * q)`` and ``sum(w * q * (m - z))`` in float64, ``q = keep * t + spread``."""
+    wq = 0.0
+    shifted = 0.0
+    for j in range(z.shape[0]):
+        q = keep * t[j] + spread
+        if w is not None:
+            q *= w[j]
+        wq += q
+        shifted += q * (m - z[j])
+    return wq, shifted
+
+
+@helper
+def probability_target(z, t, w, eps, z_loss, scale, g):
+    """Loss of row `z` against target probabilities `t`; gradient to `g` unless None."""
+    n = z.shape[0]
+    m, s = rows.online_lse(z, z.dtype.type(1.0))
+    lse = rows.lse_value(m, s)
+    keep = 1.0 - eps
+    spread = eps / n
+    keep_t = z.dtype.type(keep)
+    spread_t = z.dtype.type(spread)
+    wq, shifted = target_sums(z, t, w, keep_t, spread_t, m)
+    finite = math.isfinite(m)
+    if finite:
+        loss = wq * log(s) + shifted
+    else:
+        loss = literal_loss(z, w, t, keep, spread, lse)
+    loss += z_loss * lse * lse
+    if g is None:
+        return loss
+    coef = scale * (wq + 2.0 * z_loss * lse)
+    if finite:
+        a = z.dtype.type(coef / s)
+        b = z.dtype.type(scale)
+        for j in range(n):
+            q = keep_t * t[j] + spread_t
+            if w is not None:
+                q *= w[j]
+            g[j] = a * exp_nonpositive(z[j] - m) - b * q
+    else:
+        literal_gradient(z, w, t, keep, spread, lse, coef, scale, g)
+    return loss

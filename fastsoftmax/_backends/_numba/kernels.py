@@ -1,0 +1,151 @@
+"""One function per operation over the rows ``start:stop`` of its arguments.
+
+These are the serial drivers (called over all rows) and the per-thread work of
+the parallel ones. Arguments follow the kernel protocol of
+``fastsoftmax._backends``: ``(rows, C)`` arrays with unit stride along the class
+axis and any row stride, contiguous one-dimensional per-row arrays. The
+``*_short`` variants are for rows of at most ``SHORT_ROW_MAX`` classes; callers
+pick them in Python, so that a call compiles only the code it runs.
+
+When an output is the very same array as an input, the row loop hands the one
+row view to both parameters: LLVM then sees that each element is read before
+it is written and vectorizes, where a runtime overlap check would send the
+loop to its scalar fallback.
+"""
+
+from . import blocks, cross_entropy, rows, topk
+from .intrinsics import unit_stride
+from .jit import helper, kernel
+
+softmax_short = blocks.softmax
+log_softmax_short = blocks.log_softmax
+logsumexp_short = blocks.logsumexp
+
+
+@helper
+def same_data(a, b):
+    """True when two arrays start at the same address (an in-place call)."""
+    return a.ctypes.data == b.ctypes.data
+
+
+@kernel
+def softmax(x, out, t, start, stop):
+    """Softmax of rows ``start:stop`` at inverse temperature `t`."""
+    inplace = same_data(x, out)
+    for i in range(start, stop):
+        o = unit_stride(out[i])
+        if inplace:
+            rows.softmax(o, o, t)
+        else:
+            rows.softmax(unit_stride(x[i]), o, t)
+
+
+@kernel
+def log_softmax(x, out, t, start, stop):
+    """Log-softmax of rows ``start:stop`` at inverse temperature `t`."""
+    inplace = same_data(x, out)
+    for i in range(start, stop):
+        o = unit_stride(out[i])
+        if inplace:
+            rows.log_softmax(o, o, t)
+        else:
+            rows.log_softmax(unit_stride(x[i]), o, t)
+
+
+@kernel
+def logsumexp(x, out, start, stop):
+    """Log-sum-exp of rows ``start:stop`` into ``out[start:stop]``."""
+    for i in range(start, stop):
+        out[i] = rows.logsumexp(unit_stride(x[i]))
+
+
+@kernel
+def softmax_backward(grad, y, out, start, stop):
+    """Softmax vector-Jacobian product of rows ``start:stop``."""
+    over_grad = same_data(grad, out)
+    over_y = same_data(y, out)
+    for i in range(start, stop):
+        o = unit_stride(out[i])
+        if over_grad:
+            rows.softmax_backward(o, unit_stride(y[i]), o)
+        elif over_y:
+            rows.softmax_backward(unit_stride(grad[i]), o, o)
+        else:
+            rows.softmax_backward(unit_stride(grad[i]), unit_stride(y[i]), o)
+
+
+@kernel
+def log_softmax_backward(grad, logp, out, start, stop):
+    """Log-softmax vector-Jacobian product of rows ``start:stop``."""
+    over_grad = same_data(grad, out)
+    over_logp = same_data(logp, out)
+    for i in range(start, stop):
+        o = unit_stride(out[i])
+        if over_grad:
+            rows.log_softmax_backward(o, unit_stride(logp[i]), o)
+        elif over_logp:
+            rows.log_softmax_backward(unit_stride(grad[i]), o, o)
+        else:
+            rows.log_softmax_backward(unit_stride(grad[i]), unit_stride(logp[i]), o)
+
+
+@kernel
+def cross_entropy_class(
+    logits, target, weight, loss_out, grad_out, ignore_index, eps, z_loss, scale, start, stop
+):
+    """Cross-entropy of rows ``start:stop`` against class indices."""
+    w_total = float(logits.shape[1]) if weight is None else rows.total(weight)
+    if grad_out is None:
+        for i in range(start, stop):
+            y = target[i]
+            if y == ignore_index:
+                loss_out[i] = 0.0
+            else:
+                z = unit_stride(logits[i])
+                loss_out[i] = cross_entropy.class_target(
+                    z, y, weight, w_total, eps, z_loss, scale, None
+                )
+        return
+    inplace = same_data(logits, grad_out)
+    for i in range(start, stop):
+        y = target[i]
+        g = unit_stride(grad_out[i])
+        if y == ignore_index:
+            loss_out[i] = 0.0
+            g[:] = 0.0
+        elif inplace:
+            loss_out[i] = cross_entropy.class_target(g, y, weight, w_total, eps, z_loss, scale, g)
+        else:
+            loss_out[i] = cross_entropy.class_target(
+                unit_stride(logits[i]), y, weight, w_total, eps, z_loss, scale, g
+            )
+
+
+@kernel
+def cross_entropy_probability(
+    logits, target, weight, loss_out, grad_out, eps, z_loss, scale, start, stop
+):
+    """Cross-entropy of rows ``start:stop`` against target probabilities."""
+    if grad_out is None:
+        for i in range(start, stop):
+            loss_out[i] = cross_entropy.probability_target(
+                unit_stride(logits[i]), unit_stride(target[i]), weight, eps, z_loss, scale, None
+            )
+        return
+    inplace = same_data(logits, grad_out)
+    for i in range(start, stop):
+        g = unit_stride(grad_out[i])
+        t = unit_stride(target[i])
+        if inplace:
+            loss_out[i] = cross_entropy.probability_target(g, t, weight, eps, z_loss, scale, g)
+        else:
+            loss_out[i] = cross_entropy.probability_target(
+                unit_stride(logits[i]), t, weight, eps, z_loss, scale, g
+            )
+
+
+@kernel
+def softmax_topk(x, t, values, index, start, stop):
+    """Top-k softmax of rows ``start:stop``; ``k = values.shape[1]``."""
+    for i in range(start, stop):
+        topk.softmax_topk(unit_stride(x[i]), t, unit_stride(values[i]), unit_stride(index[i]))

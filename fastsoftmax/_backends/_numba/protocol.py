@@ -1,0 +1,77 @@
+"""The kernel protocol of ``fastsoftmax._backends`` on top of the row kernels.
+
+`Protocol` turns each protocol call into one call of a named operation over
+all rows; the ``run`` function given to it decides how (serially, or split
+across threads). Both Numba backends are a `Protocol` with their own ``run``.
+"""
+
+import numpy as np
+
+from .blocks import SHORT_ROW_MAX
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _by_width(name, x):
+    """The kernel name for rows of `x`: the ``_short`` variant for short rows."""
+    return name + "_short" if x.shape[1] <= SHORT_ROW_MAX else name
+
+
+class Protocol:
+    """Protocol functions that forward to ``run(name, rows, args)``."""
+
+    def __init__(self, run):
+        self._run = run
+
+    def softmax(self, x, out, inv_temperature):
+        self._run(_by_width("softmax", x), x, (x, out, x.dtype.type(inv_temperature)))
+
+    def log_softmax(self, x, out, inv_temperature):
+        self._run(_by_width("log_softmax", x), x, (x, out, x.dtype.type(inv_temperature)))
+
+    def logsumexp(self, x, out):
+        self._run(_by_width("logsumexp", x), x, (x, out))
+
+    def softmax_backward(self, grad, y, out):
+        self._run("softmax_backward", grad, (grad, y, out))
+
+    def log_softmax_backward(self, grad, logp, out):
+        self._run("log_softmax_backward", grad, (grad, logp, out))
+
+    def cross_entropy(
+        self, logits, target, weight, loss_out, grad_out, ignore_index, label_smoothing,
+        z_loss, grad_scale,
+    ):
+        options = (float(label_smoothing), float(z_loss), float(grad_scale))
+        if target.ndim == 2:
+            self._run(
+                "cross_entropy_probability",
+                logits,
+                (logits, target, weight, loss_out, grad_out) + options,
+            )
+            return
+        # An ignore_index outside int64 matches no target (all were checked
+        # to lie in [0, C)); -1 matches none either and fits the kernel's type.
+        if not _INT64.min <= ignore_index <= _INT64.max:
+            ignore_index = -1
+        self._run(
+            "cross_entropy_class",
+            logits,
+            (logits, target, weight, loss_out, grad_out, ignore_index) + options,
+        )
+
+    def softmax_topk(self, x, inv_temperature, probs_out, index_out):
+        self._run("softmax_topk", x, (x, x.dtype.type(inv_temperature), probs_out, index_out))
+
+    def export(self, namespace):
+        """Bind the protocol functions as module-level names of `namespace`."""
+        for name in (
+            "softmax",
+            "log_softmax",
+            "logsumexp",
+            "softmax_backward",
+            "log_softmax_backward",
+            "cross_entropy",
+            "softmax_topk",
+        ):
+            namespace[name] = getattr(self, name)

@@ -1,0 +1,182 @@
+"""Per-row helpers for rows longer than ``blocks.SHORT_ROW_MAX`` classes.
+
+Every function takes contiguous one-dimensional rows (layout ``'C'``) of
+float32 or float64 and computes in that precision, except that sums are
+accumulated in float64, so that rows of 256k classes stay exact to rounding.
+Exponentials are summed a chunk of ``CHUNK`` elements at a time: one loop
+writes them (to the output row, or to a small buffer on the stack), a second
+loop adds them up; LLVM vectorizes both, where a float64 sum inside the loop
+computing float32 exponentials would stay scalar. ``out`` may be the very same
+row as an input.
+"""
+
+import math
+
+import numpy as np
+
+from .elementary import exp, exp_nonpositive, log
+from .intrinsics import maximum, stack_array
+from .jit import helper, reduction
+
+# The one-pass log-sum-exp reads the row in blocks of this many elements: each
+# block comes from memory once and is scanned twice from the L1 cache.
+BLOCK = 2048
+CHUNK = 1024
+
+
+@helper
+def row_max(x):
+    """Largest element, NaN if any element is NaN."""
+    m = x[0]
+    for j in range(1, x.shape[0]):
+        m = maximum(m, x[j])
+    return m
+
+
+@reduction
+def total(x):
+    """``sum(x)`` in float64."""
+    s = 0.0
+    for j in range(x.shape[0]):
+        s += x[j]
+    return s
+
+
+# The chunk loops below index slices from 0: LLVM then knows every index is
+# non-negative and drops Numba's negative-index wraparound from the loop body.
+
+
+@helper
+def store_exp(x, out, shift, t):
+    """``out = exp((x - shift) * t)`` for ``x <= shift``; returns ``sum(out)`` in float64."""
+    n = x.shape[0]
+    s = 0.0
+    for start in range(0, n, CHUNK):
+        stop = min(start + CHUNK, n)
+        source = x[start:stop]
+        target = out[start:stop]
+        for j in range(source.shape[0]):
+            target[j] = exp_nonpositive((source[j] - shift) * t)
+        s += total(target)
+    return s
+
+
+@helper
+def sum_exp(x, shift, t):
+    """``sum(exp((x - shift) * t))`` in float64, for ``x <= shift``."""
+    buffer = stack_array(1, CHUNK, x.dtype)[0]
+    n = x.shape[0]
+    s = 0.0
+    for start in range(0, n, CHUNK):
+        source = x[start : min(start + CHUNK, n)]
+        size = source.shape[0]
+        for j in range(size):
+            buffer[j] = exp_nonpositive((source[j] - shift) * t)
+        s += total(buffer[:size])
+    return s
+
+
+@reduction
+def weighted_sum(x, w, shift):
+    """``sum(w * (shift - x))`` in float64; `w` may be None for unit weights."""
+    s = 0.0
+    for j in range(x.shape[0]):
+        if w is None:
+            s += shift - x[j]
+        else:
+            s += w[j] * (shift - x[j])
+    return s
+
+
+@helper
+def lse_update(block, m, s, t):
+    """Fold one block into a running maximum `m` and ``s = sum(exp((x - m) * t))``.
+
+    Returns the new ``(m, s)`` and the block's maximum. Once a NaN is seen, `m`
+    stays NaN; a row of only ``-inf`` keeps ``(-inf, 0)``; ``+inf`` gives
+    ``(inf, NaN)``.
+    """
+    block_max = row_max(block)
+    if block_max > m:
+        s *= exp_nonpositive((float(m) - float(block_max)) * float(t))
+        m = block_max
+    elif block_max != block_max:
+        m = block_max
+    # While the maximum is -inf every element seen is -inf: shift by 0 so that
+    # they add exactly 0 rather than exp(-inf - -inf) = NaN.
+    s += sum_exp(block, m if m > -np.inf else block.dtype.type(0.0), t)
+    return m, s, block_max
+
+
+@helper
+def online_lse(x, t):
+    """``(m, s)``: the row maximum and ``sum(exp((x - m) * t))``, in one pass."""
+    n = x.shape[0]
+    m = x.dtype.type(-np.inf)
+    s = 0.0
+    for start in range(0, n, BLOCK):
+        m, s, _ = lse_update(x[start : min(start + BLOCK, n)], m, s, t)
+    return m, s
+
+
+@helper
+def lse_value(m, s):
+    """``m + log(s)`` as float64, with the contract's values for special rows.
+
+    NaN anywhere gives NaN (`m` is NaN), ``+inf`` gives ``+inf``, a row of
+    only ``-inf`` gives ``-inf``.
+    """
+    if m == np.inf:
+        return math.inf
+    return float(m) + log(s)
+
+
+@helper
+def logsumexp(x):
+    """``log(sum(exp(x)))`` of one row."""
+    m, s = online_lse(x, x.dtype.type(1.0))
+    return lse_value(m, s)
+
+
+@helper
+def softmax(x, out, t):
+    """``out = exp((x - max) * t) / sum(...)``; a NaN row when max is not finite."""
+    s = store_exp(x, out, row_max(x), t)
+    scale = x.dtype.type(1.0 / s)
+    for j in range(x.shape[0]):
+        out[j] *= scale
+
+
+@helper
+def log_softmax(x, out, t):
+    """``out = (x - max) * t - log(sum(exp((x - max) * t)))``."""
+    m, s = online_lse(x, t)
+    c = x.dtype.type(log(s))
+    for j in range(x.shape[0]):
+        out[j] = (x[j] - m) * t - c
+
+
+@reduction
+def dot(a, b):
+    """``sum(a * b)`` in float64."""
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += a[j] * b[j]
+    return s
+
+
+@helper
+def softmax_backward(grad, y, out):
+    """``out = y * (grad - sum(grad * y))``."""
+    d = grad.dtype.type(dot(grad, y))
+    for j in range(grad.shape[0]):
+        out[j] = y[j] * (grad[j] - d)
+
+
+@helper
+def log_softmax_backward(grad, logp, out):
+    """``out = grad - exp(logp) * sum(grad)``."""
+    n = grad.shape[0]
+    g = grad.dtype.type(total(grad))
+    for j in range(n):
+        out[j] = grad[j] - exp(logp[j]) * g
