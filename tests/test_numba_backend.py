@@ -1,0 +1,503 @@
+"""The Numba backends ("numba" and "numba-parallel") beyond the shared suites.
+
+What only these backends have: kernels that LLVM must vectorize (checked in
+the generated assembly), lazy compilation with an on-disk cache, the short-row
+and long-row code paths and their boundary, in-place rows, and thread safety
+under every Numba threading layer and inside Dask's threaded scheduler.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import fastsoftmax
+import reference
+from strategies import assert_close_scaled, assert_matches_reference
+
+pytestmark = pytest.mark.skipif(
+    not fastsoftmax.backends()["numba"].available, reason="Numba is not installed"
+)
+
+NUMBA_BACKENDS = ["numba", "numba-parallel"]
+DTYPES = [np.float32, np.float64]
+N_THREADS = 8
+
+
+def numba_modules():
+    from fastsoftmax._backends._numba import blocks, kernels, parallel
+
+    return blocks, kernels, parallel
+
+
+def logits(shape, dtype, seed=0, scale=4.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+def run_python(*code, cache_dir, **env):
+    """Run the `code` snippets in a fresh interpreter with NUMBA_CACHE_DIR=`cache_dir`.
+
+    Returns what it printed.
+    """
+    environment = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), **env)
+    result = subprocess.run(
+        [sys.executable, "-c", "\n".join(textwrap.dedent(part) for part in code)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# --- every op against the float64 reference ------------------------------------
+
+# Around the short-row limit (32), a vector of float32 (8) or float64 (4) lanes
+# and the 2048-element blocks of the one-pass log-sum-exp.
+WIDTHS = [1, 2, 7, 31, 32, 33, 65, 2047, 2049]
+
+
+def check_every_op(x, backend, temperature=1.0):
+    """Every op on logits `x` (class axis last) against the reference."""
+    dtype = x.dtype
+    p = fastsoftmax.softmax(x, temperature=temperature, backend=backend)
+    assert_matches_reference(p, reference.softmax(x, temperature), "probability")
+    logp = fastsoftmax.log_softmax(x, temperature=temperature, backend=backend)
+    assert_matches_reference(logp, reference.log_softmax(x, temperature), "log")
+    lse = fastsoftmax.logsumexp(x, backend=backend)
+    assert_matches_reference(lse, reference.logsumexp(x), "log")
+
+    grad = logits(x.shape, dtype, seed=1, scale=1.0)
+    size = np.abs(grad).sum(axis=-1, keepdims=True)
+    assert_close_scaled(
+        fastsoftmax.softmax_backward(grad, p, backend=backend),
+        reference.softmax_backward(grad, p),
+        size,
+        dtype,
+    )
+    assert_close_scaled(
+        fastsoftmax.log_softmax_backward(grad, logp, backend=backend),
+        reference.log_softmax_backward(grad, logp),
+        size,
+        dtype,
+    )
+
+    n_classes = x.shape[-1]
+    target = np.random.default_rng(2).integers(0, n_classes, x.shape[:-1])
+    weight = np.random.default_rng(3).uniform(0.5, 2.0, n_classes)
+    options = dict(weight=weight, label_smoothing=0.1, z_loss=1e-3, reduction="none")
+    # Losses are sums of terms as large as the logits.
+    loss_rtol = 2e-6 if dtype == np.float32 else 1e-12
+    loss, g = fastsoftmax.cross_entropy(x, target, return_grad=True, backend=backend, **options)
+    with np.errstate(invalid="ignore"):  # special rows: NaN and inf as the contract says
+        ref_loss, ref_g = reference.cross_entropy(x, target, **options)
+    assert_close_scaled(loss, ref_loss, np.abs(x).max(axis=-1) + 1, dtype, rtol=loss_rtol)
+    assert_close_scaled(g, ref_g, 1.0, dtype)
+    q = reference.softmax(logits(x.shape, dtype, seed=4)).astype(dtype)
+    loss, g = fastsoftmax.cross_entropy(x, q, return_grad=True, backend=backend, reduction="sum")
+    ref_loss, ref_g = reference.cross_entropy(x, q, reduction="sum")
+    scale = np.abs(x).max() * x.shape[0] + 1
+    assert_close_scaled(loss, ref_loss, scale, dtype, rtol=loss_rtol)
+    assert_close_scaled(g, ref_g, 1.0, dtype)
+
+    k = min(3, n_classes)
+    probs, index = fastsoftmax.softmax_topk(x, k, temperature=temperature, backend=backend)
+    ref_probs, ref_index = reference.softmax_topk(x, k, temperature)
+    assert_matches_reference(probs, ref_probs, "probability")
+    np.testing.assert_array_equal(index, ref_index)
+
+
+@pytest.mark.parametrize("backend", NUMBA_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_op_matches_reference(backend, dtype, width):
+    rows = 300 if width <= 33 else 20  # several short-row blocks, partial last one
+    check_every_op(logits((rows, width), dtype), backend, temperature=0.7)
+
+
+@pytest.mark.parametrize("backend", NUMBA_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_of_256k_classes(backend, dtype):
+    x = logits((2, 256_000), dtype, scale=8.0)
+    check_every_op(x, backend)
+
+
+@pytest.mark.parametrize("backend", NUMBA_BACKENDS)
+@pytest.mark.parametrize("width", [10, 1000])
+def test_strided_and_reversed_rows(backend, width):
+    base = logits((300, width + 8), np.float32)
+    for x in (base[::2, 3 : 3 + width], base[::-1, :width], base[::-3, 5 : 5 + width]):
+        assert not x.flags.c_contiguous
+        check_every_op(x, backend)
+
+
+@pytest.mark.parametrize("backend", NUMBA_BACKENDS)
+@pytest.mark.parametrize("width", [10, 1000])
+def test_in_place(backend, width):
+    x = logits((300, width), np.float32)
+    for op, kind in ((fastsoftmax.softmax, "probability"), (fastsoftmax.log_softmax, "log")):
+        z = x.copy()
+        assert op(z, out=z, backend=backend) is z
+        assert_matches_reference(z, getattr(reference, op.__name__)(x), kind)
+    y = fastsoftmax.softmax(x, backend=backend)
+    logp = fastsoftmax.log_softmax(x, backend=backend)
+    grad = logits(x.shape, np.float32, seed=5)
+    size = np.abs(grad).sum(axis=-1, keepdims=True)
+    backward = ((fastsoftmax.softmax_backward, y), (fastsoftmax.log_softmax_backward, logp))
+    for op, saved in backward:
+        expected = getattr(reference, op.__name__)(grad, saved)
+        for overwrite in ("grad", "saved"):
+            g, s = grad.copy(), saved.copy()
+            out = g if overwrite == "grad" else s
+            assert op(g, s, out=out, backend=backend) is out
+            assert_close_scaled(out, expected, size, np.float32)
+    labels = np.arange(x.shape[0]) % width
+    z = x.copy()
+    loss, g = fastsoftmax.cross_entropy(
+        z, labels, return_grad=True, grad_out=z, backend=backend
+    )
+    ref_loss, ref_grad = reference.cross_entropy(x, labels)
+    assert g is z
+    assert_close_scaled(loss, ref_loss, np.abs(x).max(), np.float32)
+    assert_close_scaled(z, ref_grad, 1.0 / x.shape[0], np.float32)
+
+
+@pytest.mark.parametrize("backend", NUMBA_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [5, 40, 3000])
+def test_special_rows(backend, dtype, width):
+    """NaN, +inf and -inf rows among finite ones, in both code paths."""
+    x = logits((12, width), dtype)
+    x[1, width // 2] = np.nan
+    x[2, 0] = np.inf
+    x[3] = -np.inf
+    x[4, ::2] = -np.inf
+    x[5, -1] = np.inf
+    x[5, 0] = np.nan
+    x[6, :] = -np.inf
+    x[6, -1] = 0.0
+    x[7, :] = np.nan
+    check_every_op(x, backend)
+    lse = fastsoftmax.logsumexp(x, backend=backend)
+    assert np.isnan(lse[[1, 5, 7]]).all()
+    assert lse[2] == np.inf and lse[3] == -np.inf
+
+
+@pytest.mark.parametrize("backend", NUMBA_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_topk_ties_and_large_k(backend, dtype):
+    x = np.zeros((3, 5000), dtype)
+    x[0, [10, 4000, 20]] = 1.0
+    x[1] = np.arange(5000) % 7  # many ties, ascending blocks
+    x[2] = -np.arange(5000, dtype=dtype)
+    for k in (1, 4, 50, 5000):
+        probs, index = fastsoftmax.softmax_topk(x, k, backend=backend)
+        ref_probs, ref_index = reference.softmax_topk(x, k)
+        np.testing.assert_array_equal(index, ref_index)
+        assert_matches_reference(probs, ref_probs, "probability")
+
+
+# --- vectorization: packed AVX2 instructions in the hot loops --------------------
+
+
+def host_has_avx2():
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    return features.get("avx2", False) and features.get("fma", False)
+
+
+def fresh_assembly(dispatcher, args):
+    """Assembly of `dispatcher`'s code for `args`, compiled now with its own options.
+
+    Numba shows no assembly for code loaded from its cache, so a twin of the
+    kernel (same function, same options, no cache) is compiled instead.
+    """
+    import numba
+
+    options = {k: v for k, v in dispatcher.targetoptions.items() if k != "nopython"}
+    twin = numba.njit(**options)(dispatcher.py_func)
+    signature = tuple(numba.typeof(a) for a in args)
+    twin.compile(signature)
+    return twin.inspect_asm(signature)
+
+
+def packed(assembly, mnemonic, dtype):
+    """How many 256-bit packed `mnemonic` instructions of `dtype` the code holds."""
+    suffix = "ps" if dtype == np.float32 else "pd"
+    return len(re.findall(rf"\b{mnemonic}\w*{suffix}\s[^\n]*%ymm", assembly))
+
+
+def kernel_cases():
+    """(name, dispatcher-getter, argument-maker) for the kernels worth inspecting."""
+
+    def rowwise(width):
+        def make(dtype):
+            x = logits((4, width), dtype)
+            return (x, np.empty_like(x), dtype(1.0), 0, 4)
+
+        return make
+
+    def backward(dtype):
+        x = logits((4, 100), dtype)
+        return (x, x.copy(), np.empty_like(x), 0, 4)
+
+    def lse(width):
+        def make(dtype):
+            x = logits((4, width), dtype)
+            return (x, np.empty(4, dtype), 0, 4)
+
+        return make
+
+    def ce(dtype):
+        x = logits((4, 100), dtype)
+        target, loss = np.zeros(4, np.int64), np.empty(4, dtype)
+        return (x, target, None, loss, np.empty_like(x), -100, 0.1, 0.0, 1.0, 0, 4)
+
+    def topk(dtype):
+        x = logits((4, 100), dtype)
+        return (x, dtype(1.0), np.empty((4, 3), dtype), np.empty((4, 3), np.int64), 0, 4)
+
+    def parallel_softmax(dtype):
+        x = logits((4, 100), dtype)
+        return (x, np.empty_like(x), dtype(1.0), 2)
+
+    return [
+        ("softmax", lambda m: m[1].softmax, rowwise(100)),
+        ("log_softmax", lambda m: m[1].log_softmax, rowwise(100)),
+        ("logsumexp", lambda m: m[1].logsumexp, lse(100)),
+        ("softmax_short", lambda m: m[1].softmax_short, rowwise(10)),
+        ("log_softmax_short", lambda m: m[1].log_softmax_short, rowwise(10)),
+        ("logsumexp_short", lambda m: m[1].logsumexp_short, lse(10)),
+        ("softmax_backward", lambda m: m[1].softmax_backward, backward),
+        ("log_softmax_backward", lambda m: m[1].log_softmax_backward, backward),
+        ("cross_entropy_class", lambda m: m[1].cross_entropy_class, ce),
+        ("softmax_topk", lambda m: m[1].softmax_topk, topk),
+        ("parallel softmax", lambda m: m[2].softmax, parallel_softmax),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not host_has_avx2(), reason="the assembly checks are for AVX2 + FMA CPUs")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", kernel_cases(), ids=lambda case: case[0])
+def test_hot_loops_use_packed_instructions(case, dtype):
+    name, get, make = case
+    assembly = fresh_assembly(get(numba_modules()), make(dtype))
+    # The polynomial exp alone is a chain of fused multiply-adds; every kernel
+    # but softmax_backward evaluates it (or log) in a vector loop.
+    if name != "softmax_backward":
+        assert packed(assembly, "vfmadd", dtype) + packed(assembly, "vfmsub", dtype) >= 8, name
+    else:
+        assert packed(assembly, "vmul", dtype) + packed(assembly, "vfmadd", dtype) >= 2, name
+    if name not in ("softmax_backward", "log_softmax_backward"):
+        assert packed(assembly, "vmax", dtype) >= 1, name  # the row (or column) maximum
+    # No libm exp is called anywhere.
+    assert not re.search(r"\b(exp|expf|__exp_finite)\b", assembly), name
+
+
+# --- compilation and the on-disk cache -------------------------------------------
+
+LIST_COMPILED = """
+    from numba.core.registry import CPUDispatcher
+    from fastsoftmax._backends._numba import blocks, kernels, parallel
+
+    def compiled():
+        \"\"\"The compiled entry points (helpers are inlined into them), by name.\"\"\"
+        names = {}
+        for module in (blocks, kernels, parallel):
+            for name, value in vars(module).items():
+                if (
+                    isinstance(value, CPUDispatcher)
+                    and value.signatures
+                    and not value.targetoptions.get("forceinline")
+                    and value.__module__ == module.__name__
+                ):
+                    names[module.__name__.rsplit(".", 1)[1] + "." + name] = value
+        return names
+"""
+
+
+def test_importing_compiles_nothing(tmp_path):
+    out = run_python(
+        """
+        import sys
+        import fastsoftmax
+        print("numba" in sys.modules)
+        fastsoftmax.backends()  # imports every backend module
+        """,
+        LIST_COMPILED,
+        "print(sorted(compiled()))",
+        cache_dir=tmp_path,
+    )
+    assert out.splitlines() == ["False", "[]"]  # import fastsoftmax leaves Numba alone
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()]  # nothing cached
+
+
+def test_first_call_compiles_only_its_op_and_is_cached(tmp_path):
+    call = """
+        import numpy as np
+        import fastsoftmax
+        x = np.ones((4, 100), np.float32)
+        fastsoftmax.log_softmax(x, backend="numba")
+        entries = compiled()
+        print(sorted(entries))
+        kernel = entries["kernels.log_softmax"]
+        print(sorted({str(a.dtype) for signature in kernel.signatures for a in signature[:2]}))
+        print(sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values()))
+    """
+    first = run_python(LIST_COMPILED, call, cache_dir=tmp_path).splitlines()
+    assert first[0] == "['kernels.log_softmax']"
+    assert first[1] == "['float32']"
+    assert first[2] == "0 1"  # compiled, not found in the cache
+    assert any(path.suffix == ".nbi" for path in tmp_path.rglob("*"))
+    second = run_python(LIST_COMPILED, call, cache_dir=tmp_path).splitlines()
+    assert second[0] == "['kernels.log_softmax']"
+    assert second[2] == "1 0"  # loaded from the cache, nothing compiled
+
+
+def test_cache_entries_expire_with_any_kernel_source():
+    from fastsoftmax._backends._numba import cache
+
+    _, kernels, _ = numba_modules()
+    stamp = kernels.softmax._cache._impl.locator.get_source_stamp()
+    assert stamp[1] == cache.SOURCES_DIGEST
+    assert isinstance(kernels.softmax._cache, cache.KernelCache)
+
+
+def test_tiny_auto_calls_do_not_load_numba(tmp_path):
+    if not fastsoftmax.backends()["c"].available:
+        pytest.skip("without the C backend, auto uses NumPy for tiny calls")
+    out = run_python(
+        """
+        import sys
+        import numpy as np
+        import fastsoftmax
+        fastsoftmax.softmax(np.ones((8, 10), np.float32))
+        fastsoftmax.cross_entropy(np.ones((8, 10)), np.zeros(8, np.int64))
+        print("numba" in sys.modules)
+        """,
+        cache_dir=tmp_path,
+    )
+    assert out.strip() == "False"
+
+
+# --- threads -------------------------------------------------------------------
+
+
+def every_op(backend, x, grad, target):
+    """Run every op on `backend`; returns the list of results."""
+    y = fastsoftmax.softmax(x, backend=backend)
+    logp = fastsoftmax.log_softmax(x, temperature=2.0, backend=backend)
+    z = x.copy()
+    fastsoftmax.softmax(z, out=z, backend=backend)
+    return [
+        y,
+        logp,
+        z,
+        fastsoftmax.logsumexp(x, backend=backend),
+        fastsoftmax.softmax_backward(grad, y, backend=backend),
+        fastsoftmax.log_softmax_backward(grad, logp, backend=backend),
+        *fastsoftmax.cross_entropy(
+            x, target, return_grad=True, label_smoothing=0.1, backend=backend
+        ),
+        *fastsoftmax.softmax_topk(x, 4, backend=backend),
+    ]
+
+
+@pytest.mark.parametrize("backend", NUMBA_BACKENDS)
+@pytest.mark.parametrize("width", [10, 700])
+def test_every_op_from_eight_threads_at_once(backend, width):
+    # 100k elements: above the size where numba-parallel starts its threads.
+    x = logits((100_000 // width, width), np.float32)
+    grad = logits(x.shape, np.float32, seed=1)
+    target = np.arange(x.shape[0]) % width
+    expected = every_op(backend, x, grad, target)
+    barrier = threading.Barrier(N_THREADS)
+    results = [None] * N_THREADS
+    errors = []
+
+    def work(i):
+        try:
+            barrier.wait()
+            for _ in range(3):
+                results[i] = every_op(backend, x, grad, target)
+        except BaseException as exc:  # reported below, in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(N_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for result in results:
+        for got, want in zip(result, expected):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_workqueue_layer_is_guarded(tmp_path):
+    """Numba's workqueue layer aborts on concurrent parallel calls; ours serialize them."""
+    out = run_python(
+        """
+        import threading
+        import numpy as np
+        import numba
+        import fastsoftmax
+        fastsoftmax.set_num_threads(2)
+        x = np.random.default_rng(0).standard_normal((2000, 100)).astype(np.float32)
+        expected = fastsoftmax.log_softmax(x, backend="numba-parallel")
+        print(numba.threading_layer())
+        def work():
+            for _ in range(20):
+                got = fastsoftmax.log_softmax(x, backend="numba-parallel")
+                np.testing.assert_array_equal(got, expected)
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print("done")
+        """,
+        cache_dir=tmp_path,
+        NUMBA_THREADING_LAYER="workqueue",
+        NUMBA_NUM_THREADS="2",
+    )
+    assert out.split() == ["workqueue", "done"]
+
+
+@pytest.mark.parametrize("backend", NUMBA_BACKENDS)
+def test_inside_dask_threaded_workers(backend):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    x = logits((40_000, 50), np.float32)
+    expected = fastsoftmax.log_softmax(x, backend=backend)
+    chunks = da.from_array(x, chunks=(2_500, 50))
+    lazy = chunks.map_blocks(lambda block: fastsoftmax.log_softmax(block, backend=backend))
+    with dask.config.set(scheduler="threads", num_workers=8):
+        got = lazy.compute()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_parallel_calls_leave_the_callers_numba_thread_count_alone():
+    import numba
+
+    x = logits((1000, 100), np.float32)
+    before = numba.get_num_threads()
+    previous = fastsoftmax.get_num_threads()
+    try:
+        fastsoftmax.set_num_threads(1)
+        one = fastsoftmax.softmax(x, backend="numba-parallel")
+        fastsoftmax.set_num_threads(64)
+        many = fastsoftmax.softmax(x, backend="numba-parallel")
+    finally:
+        fastsoftmax.set_num_threads(previous)
+    assert numba.get_num_threads() == before
+    np.testing.assert_array_equal(one, many)
