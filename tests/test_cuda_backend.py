@@ -385,6 +385,32 @@ def test_public_api_keeps_device_arrays_on_the_device():
         fastsoftmax.softmax(x, backend="numpy")
 
 
+class ForeignDeviceArray:
+    """A GPU array from another library: only its ``__cuda_array_interface__``."""
+
+    def __init__(self, shape, strides, typestr="<f4"):
+        # An address no one may read: building views must never touch it.
+        self.__cuda_array_interface__ = {
+            "shape": shape, "strides": strides, "typestr": typestr,
+            "data": (0x7F0000000000, False), "version": 3,
+        }
+
+
+def test_foreign_arrays_are_viewed_by_their_layout_alone():
+    x = ForeignDeviceArray((4, 6, 5), None)
+    assert arrays.is_device_array(x)
+    view = arrays.view_of(x)
+    assert view.shape == (4, 6, 5) and view.dtype == np.float32 and view.owner is x
+    assert view.address.strides == (120, 20, 4)
+    moved = view.moveaxis(1, -1)
+    assert moved.shape == (4, 5, 6) and moved.address.strides == (120, 4, 20)
+    half = arrays.view_of(ForeignDeviceArray((4, 3), (-8, 2), "<f2"))
+    assert half.dtype == np.float16 and half.address.strides == (-8, 2)
+    assert moved.with_address(moved.address[:, 0]).shape == (4, 6)  # a slice, not an element
+    assert arrays.shares_memory(view, moved)
+    assert not arrays.shares_memory(view.with_address(view.address[:2]), view.with_address(view.address[2:]))
+
+
 # ---------------------------------------------------------------------------
 # Sums, concurrency, availability
 

@@ -92,24 +92,35 @@ def is_device_array(obj):
 
 
 def view_of(obj):
-    """The `DeviceView` of a device array, sharing its memory."""
+    """The `DeviceView` of a device array, sharing its memory.
+
+    A foreign array's ``__cuda_array_interface__`` is read as it is. When it
+    names a stream other than the legacy default one (``1``, on which the
+    kernels run anyway, in order), that stream is synchronised first, as the
+    interface asks of a consumer.
+    """
     if runtime.SIMULATOR and isinstance(obj, FakeCUDAArray):
         return DeviceView(np.asarray(obj), obj)
-    owner = obj if cuda.is_cuda_ndarray(obj) else cuda.as_cuda_array(obj)
-    cai = owner.__cuda_array_interface__
+    cai = obj.__cuda_array_interface__
+    if cai.get("mask") is not None:
+        raise TypeError("masked GPU arrays are not supported; fill them first")
+    stream = cai.get("stream")
+    if stream not in (None, 1) and not getattr(type(obj), "__cuda_ndarray__", False):
+        cuda.external_stream(stream).synchronize()
+    strides = cai.get("strides")
     address = np.asarray(
         _Interface(
             "__array_interface__",
             {
                 "shape": tuple(cai["shape"]),
-                "strides": None if cai.get("strides") is None else tuple(cai["strides"]),
+                "strides": None if strides is None else tuple(strides),
                 "typestr": cai["typestr"],
                 "data": tuple(cai["data"]),
                 "version": 3,
             },
         )
     )
-    return DeviceView(address, owner)
+    return DeviceView(address, obj)
 
 
 def empty(shape, dtype, like=None):
