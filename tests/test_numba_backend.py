@@ -101,7 +101,8 @@ def check_every_op(x, backend, temperature=1.0):
     assert_close_scaled(g, ref_g, 1.0, dtype)
     q = reference.softmax(logits(x.shape, dtype, seed=4)).astype(dtype)
     loss, g = fastsoftmax.cross_entropy(x, q, return_grad=True, backend=backend, reduction="sum")
-    ref_loss, ref_g = reference.cross_entropy(x, q, reduction="sum")
+    with np.errstate(invalid="ignore"):
+        ref_loss, ref_g = reference.cross_entropy(x, q, reduction="sum")
     scale = np.abs(x).max() * x.shape[0] + 1
     assert_close_scaled(loss, ref_loss, scale, dtype, rtol=loss_rtol)
     assert_close_scaled(g, ref_g, 1.0, dtype)
