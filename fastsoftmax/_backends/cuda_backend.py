@@ -52,6 +52,7 @@ except ImportError as _error:  # numba-cuda missing: availability() says so
 
 
 def availability():
+    """``(available, reason, version)``: numba-cuda with a GPU, or the CUDA simulator."""
     if cuda is None:
         return False, f"numba-cuda is not importable ({_IMPORT_ERROR})", None
     try:
