@@ -274,7 +274,8 @@ def test_device_half_and_integer_inputs(tiny_blocks):
     half = cuda_backend.device_rowwise("softmax", device_copy(host.astype(np.float16)), -1, None, None, 1.0)
     assert half.dtype == np.float16
     assert_matches_reference(to_host(half), reference.softmax(host.astype(np.float16)), "probability")
-    as32 = cuda_backend.device_rowwise("log_softmax", device_copy(host.astype(np.float16)), -1, None, np.float32, 1.0)
+    half_input = device_copy(host.astype(np.float16))
+    as32 = cuda_backend.device_rowwise("log_softmax", half_input, -1, None, np.float32, 1.0)
     assert as32.dtype == np.float32
     ints = np.round(host).astype(np.int32)
     result = cuda_backend.device_rowwise("softmax", device_copy(ints), -1, None, None, 1.0)
@@ -321,7 +322,8 @@ def test_device_cross_entropy(tiny_blocks):
     weight = rng.uniform(0.5, 2.0, size=9)
     options = dict(weight=weight, label_smoothing=0.1, z_loss=0.01)
     ref_loss, ref_grad = reference.cross_entropy(logits, target, **options)
-    loss, grad = ce_device(device_copy(logits), device_copy(target), **{**options, "weight": device_copy(weight)})
+    on_device = {**options, "weight": device_copy(weight)}
+    loss, grad = ce_device(device_copy(logits), device_copy(target), **on_device)
     assert isinstance(loss, np.float64)  # a host scalar for "mean"
     assert arrays.is_device_array(grad)
     assert loss == pytest.approx(ref_loss, rel=1e-13)

@@ -8,10 +8,11 @@ the loss terms that need the whole row (label smoothing, probability targets).
 ``lse - z_j``, which cancels when the logits share a large offset; rows whose
 softmax is undefined (NaN, +inf, only -inf) give NaN loss and gradient.
 ``params`` is the float tuple ``(label_smoothing, z_loss, weight_sum)``; the
-gradient is divided by ``divisor[0]`` (a device value: the mean's denominator,
-else 1; 0 gives infinity, as a mean over no rows does); ``weight`` is only read when the kernel was built with weights
-and ``grad`` only written when it was built with a gradient. Loss terms and
-row sums are float64; the per-element gradient is in the compute dtype.
+gradient is divided by ``divisor[0]``, a device value (the mean's denominator,
+else 1; 0 gives infinity, as a mean over no rows does). ``weight`` is only
+read when the kernel was built with weights and ``grad`` only written when it
+was built with a gradient. Loss terms and row sums are float64; the
+per-element gradient is in the compute dtype.
 """
 
 import functools
