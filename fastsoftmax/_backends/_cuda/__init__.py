@@ -4,5 +4,5 @@
 ``runtime`` what differs between a GPU and the CUDA simulator, ``arrays`` the
 device views, ``plan`` how rows map onto threads, ``reduce`` and ``rowmath`` the
 device-side building blocks, and ``forward``, ``backward``, ``cross_entropy``,
-``topk`` and ``sums`` the kernels themselves.
+``targets``, ``topk`` and ``sums`` the kernels themselves.
 """
