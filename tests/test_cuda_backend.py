@@ -205,6 +205,70 @@ def test_topk_along_another_axis(tiny_blocks):
 
 
 # ---------------------------------------------------------------------------
+# The warp-shuffle path, which real GPUs take
+
+
+def _shuffle_through_barriers(self, mask, value, lane_mask):
+    """``shfl_xor_sync`` for the simulator: swap values through a table and two barriers."""
+    thread = threading.current_thread()
+    table = self.__dict__.setdefault("_shuffled", {})
+    table[thread.thread_id] = value
+    self.syncthreads()
+    partner = table[thread.thread_id ^ lane_mask]
+    self.syncthreads()
+    return partner
+
+
+@pytest.fixture
+def warp_shuffles(monkeypatch):
+    """Kernels built with warp shuffles, emulated in the simulator (which lacks them).
+
+    Blocks of 64 threads make the row reductions span two warps, so the path
+    through shared memory between warps runs too.
+    """
+    if not runtime.SIMULATOR:
+        pytest.skip("on a GPU the shuffle path is the default one, run by every test")
+    from numba.cuda.simulator.kernelapi import FakeCUDAModule
+
+    monkeypatch.setattr(FakeCUDAModule, "shfl_xor_sync", _shuffle_through_barriers, raising=False)
+    sizes = {
+        "USE_SHUFFLE": True, "ROW_LANES": 32, "LANE_VALUES": 2, "ROWS_BLOCK": 64,
+        "ROW_BLOCK_MAX": 64, "ROW_CACHE_BYTES": 8, "TOPK_BLOCK": 64, "TOPK_LOCAL": 2,
+        "SUM_BLOCK": 64, "SUM_VALUES": 2,
+    }
+    for name, value in sizes.items():
+        monkeypatch.setattr(settings, name, value)
+
+
+@pytest.mark.parametrize("width", [5, 40, 100, 300])
+def test_warp_shuffle_path(warp_shuffles, width):
+    # 5: groups of 8 lanes; 40: a full warp per row; 100 and 300: a block of
+    # two warps per row, in registers (100) or streaming (300).
+    x = special_rows(width, np.float32, seed=width)[:6]
+    assert plan.row_plan(width, 4).shuffle
+    got = fastsoftmax.softmax(x, temperature=0.5, backend="cuda")
+    assert_matches_reference(got, reference.softmax(x, 0.5), "probability")
+    assert_matches_reference(fastsoftmax.logsumexp(x, backend="cuda"), reference.logsumexp(x), "log")
+    rng = np.random.default_rng(width)
+    logits = rng.normal(size=(3, width))
+    target = np.array([0, width - 1, -100])
+    loss, grad = fastsoftmax.cross_entropy(
+        logits, target, label_smoothing=0.1, return_grad=True, backend="cuda"
+    )
+    ref_loss, ref_grad = reference.cross_entropy(logits, target, label_smoothing=0.1)
+    assert loss == pytest.approx(ref_loss, rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-16)
+    grad_in = rng.normal(size=(3, width))
+    y = reference.softmax(logits)
+    got = fastsoftmax.softmax_backward(grad_in, y, backend="cuda")
+    np.testing.assert_allclose(got, reference.softmax_backward(grad_in, y), rtol=1e-12, atol=1e-15)
+    probs, index = fastsoftmax.softmax_topk(np.round(logits * 2), 4, backend="cuda")
+    ref_probs, ref_index = reference.softmax_topk(np.round(logits * 2), 4)
+    np.testing.assert_array_equal(index, ref_index)
+    np.testing.assert_allclose(probs, ref_probs, rtol=1e-13)
+
+
+# ---------------------------------------------------------------------------
 # Device arrays (through the entry points the public API calls for them)
 
 
