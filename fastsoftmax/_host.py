@@ -12,7 +12,13 @@ from . import _checks, _dispatch
 
 def is_device_array(obj):
     """True for GPU arrays (Numba, CuPy, PyTorch CUDA) but not NumPy arrays."""
-    return not isinstance(obj, np.ndarray) and hasattr(obj, "__cuda_array_interface__")
+    if isinstance(obj, np.ndarray):
+        return False
+    # Numba's device arrays, the CUDA simulator's included, carry __cuda_ndarray__;
+    # the simulator's have no __cuda_array_interface__.
+    return hasattr(obj, "__cuda_array_interface__") or bool(
+        getattr(type(obj), "__cuda_ndarray__", False)
+    )
 
 
 def as_host_array(obj, name):

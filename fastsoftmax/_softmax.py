@@ -215,7 +215,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, dtype=None, backend="auto
     return out
 
 
-def _check_k(k, n_classes):
+def check_k(k, n_classes):
     if isinstance(k, bool):
         raise TypeError("k must be an integer, got bool")
     try:
@@ -281,7 +281,7 @@ def softmax_topk(x, k, axis=-1, *, temperature=1.0, backend="auto"):
     if name == "cuda":
         return _dispatch.load("cuda").device_softmax_topk(x, k, axis, inv_t)
     axis = _checks.normalize_axis(axis, x.ndim)
-    k = _check_k(k, x.shape[axis])
+    k = check_k(k, x.shape[axis])
     result_dtype = _checks.result_dtype(x.dtype)
     xm = np.moveaxis(x, axis, -1)
     probs = np.empty(xm.shape[:-1] + (k,), dtype=result_dtype)

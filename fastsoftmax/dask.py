@@ -41,7 +41,7 @@ import fastsoftmax
 from . import _checks, _dask_blocks, _dask_cross_entropy, _dask_states
 from . import _dask_graph as graph
 from ._cross_entropy import check_options, check_weight
-from ._softmax import _check_k
+from ._softmax import check_k
 
 __all__ = ["cross_entropy", "log_softmax", "logsumexp", "softmax", "softmax_topk"]
 
@@ -320,7 +320,7 @@ def softmax_topk(x, k, axis=-1, *, temperature=1.0, backend="auto"):
     x = graph.as_dask(x, "x", axis)
     axis = _checks.normalize_axis(axis, x.ndim)
     graph.check_known_chunks(x, "x", [axis])
-    k = _check_k(k, x.shape[axis])
+    k = check_k(k, x.shape[axis])
     result_dtype = _checks.result_dtype(x.dtype)
     xt = graph.class_last(x, axis)
     if not graph.is_split(x, axis):
