@@ -83,9 +83,7 @@ def finite_floats(dtype, bound):
     """Finite floats of `dtype` in [-bound, bound], subnormals included."""
     dtype = np.dtype(dtype)
     bound = float(dtype.type(bound))  # hypothesis wants bounds exact in the width
-    return st.floats(
-        -bound, bound, width=8 * dtype.itemsize, allow_nan=False, allow_infinity=False
-    )
+    return st.floats(-bound, bound, width=8 * dtype.itemsize, allow_nan=False, allow_infinity=False)
 
 
 def logits(backend, dtype=np.float64, bound=50.0, max_dims=2, max_classes=40, min_classes=1):
@@ -174,7 +172,9 @@ def assert_matches_reference(actual, expected, kind, dtype=None):
         np.testing.assert_array_equal(got[zero], 0.0, err_msg="exact zeros differ")
     finite = ~nan & ~inf
     ref = expected[finite]
-    tolerance = _TOLERANCES[kind, compute_dtype(dtype)](np.abs(ref) if kind == "probability" else ref)
+    tolerance = _TOLERANCES[kind, compute_dtype(dtype)](
+        np.abs(ref) if kind == "probability" else ref
+    )
     if dtype == FLOAT16:
         tolerance = tolerance + _half_rounding(ref)
     error = np.abs(got[finite] - ref)
@@ -268,7 +268,9 @@ def logit_row_sizes(logits):
     return spread, magnitude
 
 
-def assert_cross_entropy_close(loss, grad, expected_loss, expected_grad, logits, target, reduction, **options):
+def assert_cross_entropy_close(
+    loss, grad, expected_loss, expected_grad, logits, target, reduction, **options
+):
     """cross_entropy's loss and gradient against float64 values, within error
     bounds relative to the size of their terms.
 
@@ -287,7 +289,11 @@ def assert_cross_entropy_close(loss, grad, expected_loss, expected_grad, logits,
     target = np.asarray(target)
     probability_target = target.dtype.kind == "f"
     w_max = 1.0 if weight is None else float(np.max(np.abs(weight)))
-    mass = float(np.abs(target.astype(np.float64)).sum(axis=-1).max(initial=0.0)) if probability_target else 1.0
+    mass = (
+        float(np.abs(target.astype(np.float64)).sum(axis=-1).max(initial=0.0))
+        if probability_target
+        else 1.0
+    )
     spread, magnitude = logit_row_sizes(logits)
     log_c = math.log(max(np.shape(logits)[-1], 1))
     lse_size = 1.0 + magnitude + log_c
@@ -298,7 +304,9 @@ def assert_cross_entropy_close(loss, grad, expected_loss, expected_grad, logits,
             denominator = float(np.prod(target.shape[:-1]))
         else:
             kept = target != options.get("ignore_index", -100)
-            denominator = float(kept.sum() if weight is None else np.asarray(weight, np.float64)[target[kept]].sum())
+            denominator = float(
+                kept.sum() if weight is None else np.asarray(weight, np.float64)[target[kept]].sum()
+            )
         denominator = denominator or 1.0
         loss_size, grad_size = row_loss.sum() / denominator, row_grad / denominator
     elif reduction == "sum":
@@ -308,4 +316,3 @@ def assert_cross_entropy_close(loss, grad, expected_loss, expected_grad, logits,
     assert_close_scaled(loss, expected_loss, loss_size, dtype, rtol)
     if grad is not None:
         assert_close_scaled(grad, expected_grad, np.asarray(grad_size)[..., None], dtype, rtol)
-

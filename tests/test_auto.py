@@ -31,6 +31,7 @@ class FakeDeviceArray:
 @pytest.fixture
 def availability(monkeypatch):
     """Pretend a chosen set of backends is available."""
+
     def pretend(names):
         def probe(name):
             if name in names:  # a stand-in module: these tests only choose
@@ -118,9 +119,17 @@ def test_a_tiny_auto_call_loads_no_jit():
         fastsoftmax.cross_entropy(x, np.array([0, 2]), return_grad=True)
         print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "numba")))
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTSOFTMAX_", "NUMBA_ENABLE_CUDASIM"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FASTSOFTMAX_", "NUMBA_ENABLE_CUDASIM"))
+    }
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []

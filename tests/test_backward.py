@@ -27,7 +27,11 @@ def backward_scale(op, grad, saved):
 
 def inputs(op, logit_values, grad_values, dtype):
     """(grad, saved) in `dtype` from float64 logits and upstream gradients."""
-    saved = reference.softmax(logit_values) if op == "softmax_backward" else reference.log_softmax(logit_values)
+    saved = (
+        reference.softmax(logit_values)
+        if op == "softmax_backward"
+        else reference.log_softmax(logit_values)
+    )
     return grad_values.astype(dtype), saved.astype(dtype)
 
 

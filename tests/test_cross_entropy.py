@@ -54,10 +54,18 @@ def check_against_reference(logits, target, backend, reduction="mean", **options
     loss, grad = fastsoftmax.cross_entropy(
         logits, target, reduction=reduction, return_grad=True, backend=backend, **options
     )
-    loss_only = fastsoftmax.cross_entropy(logits, target, reduction=reduction, backend=backend, **options)
-    expected_loss, expected_grad = reference.cross_entropy(logits, target, reduction=reduction, **options)
-    assert_cross_entropy_close(loss, grad, expected_loss, expected_grad, logits, target, reduction, **options)
-    assert_cross_entropy_close(loss_only, None, expected_loss, None, logits, target, reduction, **options)
+    loss_only = fastsoftmax.cross_entropy(
+        logits, target, reduction=reduction, backend=backend, **options
+    )
+    expected_loss, expected_grad = reference.cross_entropy(
+        logits, target, reduction=reduction, **options
+    )
+    assert_cross_entropy_close(
+        loss, grad, expected_loss, expected_grad, logits, target, reduction, **options
+    )
+    assert_cross_entropy_close(
+        loss_only, None, expected_loss, None, logits, target, reduction, **options
+    )
     return loss, grad
 
 
@@ -97,7 +105,11 @@ def test_class_targets_against_reference(backend, reduction, dtype, options):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("options", [o for o in OPTION_SETS if "ignore_index" not in o], ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize(
+    "options",
+    [o for o in OPTION_SETS if "ignore_index" not in o],
+    ids=lambda o: "-".join(o) or "plain",
+)
 def test_probability_targets_against_reference(backend, reduction, dtype, options):
     logits, _, weight, probabilities = make_problem(backend, dtype, seed=1)
     options, _ = with_options(options, np.zeros(1, dtype=int), weight)
@@ -116,7 +128,9 @@ def test_probability_targets_of_any_float_dtype(backend, target_dtype):
 @pytest.mark.parametrize("target_dtype", [np.int8, np.int32, np.uint8, np.int64])
 def test_class_targets_of_any_integer_dtype(backend, target_dtype):
     logits, target, _, _ = make_problem(backend, np.float64, seed=3)
-    a = fastsoftmax.cross_entropy(logits, target.astype(target_dtype), reduction="none", backend=backend)
+    a = fastsoftmax.cross_entropy(
+        logits, target.astype(target_dtype), reduction="none", backend=backend
+    )
     b = fastsoftmax.cross_entropy(logits, target, reduction="none", backend=backend)
     assert_same_to_rounding(a, b, "scaled")
     c = fastsoftmax.cross_entropy(logits, target.tolist(), reduction="none", backend=backend)
@@ -124,8 +138,12 @@ def test_class_targets_of_any_integer_dtype(backend, target_dtype):
 
 
 def test_long_rows(host_backend):
-    logits, target, weight, _ = make_problem(host_backend, np.float32, seed=4, rows=3, classes=256_000, scale=2.0)
-    check_against_reference(logits, target, host_backend, "mean", weight=weight, label_smoothing=0.1)
+    logits, target, weight, _ = make_problem(
+        host_backend, np.float32, seed=4, rows=3, classes=256_000, scale=2.0
+    )
+    check_against_reference(
+        logits, target, host_backend, "mean", weight=weight, label_smoothing=0.1
+    )
 
 
 # --- formulas that need no reference ------------------------------------------
@@ -168,10 +186,14 @@ def test_one_hot_probabilities_equal_class_targets(backend, dtype, weighted):
     for reduction in reductions:
         for eps in (0.0, 0.3):
             a = ce(logits, target, backend, weight=weight, reduction=reduction, label_smoothing=eps)
-            b = ce(logits, one_hot, backend, weight=weight, reduction=reduction, label_smoothing=eps)
+            b = ce(
+                logits, one_hot, backend, weight=weight, reduction=reduction, label_smoothing=eps
+            )
             scale = loss_scale(logits, weight)
             assert_close_scaled(a[0], b[0], scale.sum(), dtype, rtol_for(dtype))
-            assert_close_scaled(a[1], b[1], 2.0 if weight is None else 2 * weight.max(), dtype, rtol_for(dtype))
+            assert_close_scaled(
+                a[1], b[1], 2.0 if weight is None else 2 * weight.max(), dtype, rtol_for(dtype)
+            )
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -180,17 +202,29 @@ def test_label_smoothing_mixes_linearly(backend, weighted, probability_target):
     logits, target, weight, probabilities = make_problem(backend, np.float64, seed=6)
     weight = weight if weighted else None
     target = probabilities if probability_target else target
-    ends = [ce(logits, target, backend, weight=weight, reduction="none", label_smoothing=e) for e in (0.0, 1.0)]
+    ends = [
+        ce(logits, target, backend, weight=weight, reduction="none", label_smoothing=e)
+        for e in (0.0, 1.0)
+    ]
     for eps in (0.1, 0.5, 0.9):
-        loss, grad = ce(logits, target, backend, weight=weight, reduction="none", label_smoothing=eps)
+        loss, grad = ce(
+            logits, target, backend, weight=weight, reduction="none", label_smoothing=eps
+        )
         np.testing.assert_allclose(loss, (1 - eps) * ends[0][0] + eps * ends[1][0], rtol=1e-12)
-        np.testing.assert_allclose(grad, (1 - eps) * ends[0][1] + eps * ends[1][1], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            grad, (1 - eps) * ends[0][1] + eps * ends[1][1], rtol=1e-12, atol=1e-14
+        )
 
 
 def test_full_smoothing_ignores_the_target(backend):
     logits, _, weight, _ = make_problem(backend, np.float64, seed=7, rows=1)
     c = logits.shape[1]
-    losses = [ce(logits, np.array([t]), backend, weight=weight, label_smoothing=1.0, reduction="none")[0][0] for t in range(c)]
+    losses = [
+        ce(logits, np.array([t]), backend, weight=weight, label_smoothing=1.0, reduction="none")[0][
+            0
+        ]
+        for t in range(c)
+    ]
     lse = scipy.special.logsumexp(logits[0])
     np.testing.assert_allclose(losses, np.sum(weight * (lse - logits[0])) / c, rtol=1e-13)
 
@@ -212,10 +246,14 @@ def test_weights_scale_each_row_by_its_target_weight(backend):
     plain, plain_grad = ce(logits, target, backend, reduction="none")
     weighted, weighted_grad = ce(logits, target, backend, weight=weight, reduction="none")
     np.testing.assert_allclose(weighted, weight[target] * plain, rtol=1e-13)
-    np.testing.assert_allclose(weighted_grad, weight[target][:, None] * plain_grad, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(
+        weighted_grad, weight[target][:, None] * plain_grad, rtol=1e-13, atol=1e-16
+    )
     mean, mean_grad = ce(logits, target, backend, weight=weight)
     assert mean == pytest.approx(weighted.sum() / weight[target].sum(), rel=1e-13)
-    np.testing.assert_allclose(mean_grad, weighted_grad / weight[target].sum(), rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(
+        mean_grad, weighted_grad / weight[target].sum(), rtol=1e-13, atol=1e-16
+    )
 
 
 @pytest.mark.parametrize("probability_target", [False, True])
@@ -261,7 +299,11 @@ def test_nan_logits_give_a_nan_row(backend):
     loss, grad = ce(logits, np.array([1, 2]), backend, reduction="none")
     assert np.isnan(loss[0]) and np.isnan(grad[0]).all()
     check_against_reference(logits[1:], np.array([2]), backend, "none")
-    np.testing.assert_allclose(grad[1], reference.cross_entropy(logits[1:], np.array([2]), reduction="none")[1][0], rtol=1e-13)
+    np.testing.assert_allclose(
+        grad[1],
+        reference.cross_entropy(logits[1:], np.array([2]), reduction="none")[1][0],
+        rtol=1e-13,
+    )
 
 
 @pytest.mark.parametrize("reduction, expected", [("mean", math.nan), ("sum", 0.0)])
@@ -337,7 +379,9 @@ def test_weight_dtypes(backend):
 
 
 def test_gradient_matches_finite_differences_of_the_loss(backend):
-    logits, target, weight, probabilities = make_problem(backend, np.float64, seed=16, rows=3, classes=4)
+    logits, target, weight, probabilities = make_problem(
+        backend, np.float64, seed=16, rows=3, classes=4
+    )
     target[1] = -100
     for t in (target, probabilities):
         options = dict(weight=weight, label_smoothing=0.15, z_loss=0.05)

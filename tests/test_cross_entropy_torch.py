@@ -19,7 +19,9 @@ DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
 
 
-def torch_cross_entropy(logits, target, reduction="mean", weight=None, ignore_index=-100, label_smoothing=0.0):
+def torch_cross_entropy(
+    logits, target, reduction="mean", weight=None, ignore_index=-100, label_smoothing=0.0
+):
     """PyTorch's loss and d(sum or mean of loss)/d(logits), class axis last, in float64."""
     z = torch.tensor(np.moveaxis(np.asarray(logits, np.float64), -1, 1), requires_grad=True)
     target = np.asarray(target)
@@ -29,7 +31,12 @@ def torch_cross_entropy(logits, target, reduction="mean", weight=None, ignore_in
         t = torch.tensor(target.astype(np.int64))
     w = None if weight is None else torch.tensor(np.asarray(weight, np.float64))
     loss = F.cross_entropy(
-        z, t, weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
+        z,
+        t,
+        weight=w,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
     )
     loss.sum().backward()
     return loss.detach().numpy(), np.moveaxis(z.grad.numpy(), 1, -1)
@@ -50,7 +57,9 @@ def compare(logits, target, backend, reduction, **options):
         logits, target, reduction=reduction, return_grad=True, backend=backend, **options
     )
     expected_loss, expected_grad = torch_cross_entropy(logits, target, reduction, **options)
-    assert_cross_entropy_close(loss, grad, expected_loss, expected_grad, logits, target, reduction, **options)
+    assert_cross_entropy_close(
+        loss, grad, expected_loss, expected_grad, logits, target, reduction, **options
+    )
 
 
 OPTION_SETS = [
@@ -80,7 +89,11 @@ def test_class_targets(backend, dtype, reduction, options, shape):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("options", [o for o in OPTION_SETS if "ignore_index" not in o], ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize(
+    "options",
+    [o for o in OPTION_SETS if "ignore_index" not in o],
+    ids=lambda o: "-".join(o) or "plain",
+)
 @pytest.mark.parametrize("shape", [(9, 7), (3, 4, 6)], ids=["2d", "3d"])
 def test_probability_targets(backend, dtype, reduction, options, shape):
     logits, _, weight, probabilities = problem(backend, dtype, shape, seed=1)
@@ -94,7 +107,9 @@ def test_probability_targets(backend, dtype, reduction, options, shape):
 def test_every_row_ignored(backend, reduction):
     logits, _, weight, _ = problem(backend, np.float64, (3, 4), seed=2)
     target = np.full(3, -100)
-    loss, grad = fastsoftmax.cross_entropy(logits, target, weight=weight, reduction=reduction, return_grad=True, backend=backend)
+    loss, grad = fastsoftmax.cross_entropy(
+        logits, target, weight=weight, reduction=reduction, return_grad=True, backend=backend
+    )
     expected_loss, expected_grad = torch_cross_entropy(logits, target, reduction, weight=weight)
     np.testing.assert_array_equal(loss, expected_loss)  # NaN for mean, 0 for sum
     np.testing.assert_array_equal(grad, expected_grad)
@@ -105,9 +120,16 @@ def test_minus_inf_logits(backend, label_smoothing):
     logits = np.array([[0.0, -np.inf, 2.0], [-np.inf, 1.0, 1.0]])
     target = np.array([0, 2])
     loss, grad = fastsoftmax.cross_entropy(
-        logits, target, reduction="none", label_smoothing=label_smoothing, return_grad=True, backend=backend
+        logits,
+        target,
+        reduction="none",
+        label_smoothing=label_smoothing,
+        return_grad=True,
+        backend=backend,
     )
-    expected_loss, expected_grad = torch_cross_entropy(logits, target, "none", label_smoothing=label_smoothing)
+    expected_loss, expected_grad = torch_cross_entropy(
+        logits, target, "none", label_smoothing=label_smoothing
+    )
     np.testing.assert_array_equal(np.isinf(loss), np.isinf(expected_loss))
     finite = np.isfinite(expected_loss)
     np.testing.assert_allclose(loss[finite], expected_loss[finite], rtol=1e-13)

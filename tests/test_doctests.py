@@ -46,11 +46,15 @@ def run_examples(test):
 
 @pytest.mark.parametrize("function", exported_functions())
 def test_every_exported_function_has_passing_examples(function):
-    tests = [t for t in doctest.DocTestFinder().find(function, function.__name__, globs={}) if t.examples]
+    tests = [
+        t for t in doctest.DocTestFinder().find(function, function.__name__, globs={}) if t.examples
+    ]
     assert tests, f"{function.__module__}.{function.__name__} has no Examples"
     for test in tests:
         results = run_examples(test)
-        assert results.failed == 0, f"{results.failed} of {results.attempted} examples failed in {test.name}"
+        assert (
+            results.failed == 0
+        ), f"{results.failed} of {results.attempted} examples failed in {test.name}"
 
 
 @pytest.mark.parametrize("module_name", public_modules())
@@ -59,7 +63,9 @@ def test_docstring_examples_of_public_modules(module_name):
     for test in doctest.DocTestFinder().find(module, module_name, globs={}):
         if test.examples:
             results = run_examples(test)
-            assert results.failed == 0, f"{results.failed} of {results.attempted} examples failed in {test.name}"
+            assert (
+                results.failed == 0
+            ), f"{results.failed} of {results.attempted} examples failed in {test.name}"
 
 
 def test_the_expected_functions_are_exported():

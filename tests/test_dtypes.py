@@ -56,7 +56,9 @@ def test_result_dtype(backend, op, in_dtype, out_dtype):
 @pytest.mark.parametrize("op", UNARY_OPS)
 @pytest.mark.parametrize("int_dtype", ["i1", "i8", "u2", "?"])
 def test_integers_and_bools_are_computed_as_float64(backend, op, int_dtype):
-    x = RNG.integers(0, 2 if int_dtype == "?" else 100, size=(max_side(backend, 3), max_side(backend, 7)))
+    x = RNG.integers(
+        0, 2 if int_dtype == "?" else 100, size=(max_side(backend, 3), max_side(backend, 7))
+    )
     x = x.astype(int_dtype)
     result = UNARY_OPS[op](x, backend=backend)
     assert result.dtype == np.float64
@@ -162,10 +164,19 @@ def test_lists_are_accepted(backend):
 
 @pytest.mark.parametrize(
     "grad_dtype, saved_dtype, out_dtype",
-    [("f4", "f4", "f4"), ("f8", "f8", "f8"), ("f4", "f8", "f8"), ("f2", "f2", "f2"), ("f2", "f4", "f4"), ("i8", "f4", "f8")],
+    [
+        ("f4", "f4", "f4"),
+        ("f8", "f8", "f8"),
+        ("f4", "f8", "f8"),
+        ("f2", "f2", "f2"),
+        ("f2", "f4", "f4"),
+        ("i8", "f4", "f8"),
+    ],
 )
 @pytest.mark.parametrize("op", ["softmax_backward", "log_softmax_backward"])
-def test_backward_result_dtype_is_the_promoted_dtype(backend, op, grad_dtype, saved_dtype, out_dtype):
+def test_backward_result_dtype_is_the_promoted_dtype(
+    backend, op, grad_dtype, saved_dtype, out_dtype
+):
     shape = (max_side(backend, 3), max_side(backend, 6))
     grad = RNG.integers(-3, 4, size=shape).astype(grad_dtype)
     saved = reference.softmax(RNG.normal(size=shape))
@@ -179,14 +190,18 @@ def test_backward_result_dtype_is_the_promoted_dtype(backend, op, grad_dtype, sa
     assert_same_to_rounding(result, same, "scaled")
 
 
-@pytest.mark.parametrize("in_dtype, out_dtype", [("f2", "f2"), ("f4", "f4"), (">f8", "f8"), ("i2", "f8")])
+@pytest.mark.parametrize(
+    "in_dtype, out_dtype", [("f2", "f2"), ("f4", "f4"), (">f8", "f8"), ("i2", "f8")]
+)
 def test_topk_probability_dtype_and_int64_indices(backend, in_dtype, out_dtype):
     x = sample(backend, in_dtype)
     probs, index = fastsoftmax.softmax_topk(x, 2, backend=backend)
     assert probs.dtype == np.dtype(out_dtype) and index.dtype == np.int64
 
 
-@pytest.mark.parametrize("in_dtype, out_dtype", [("f2", "f2"), ("f4", "f4"), (">f4", "f4"), ("f8", "f8"), ("i4", "f8")])
+@pytest.mark.parametrize(
+    "in_dtype, out_dtype", [("f2", "f2"), ("f4", "f4"), (">f4", "f4"), ("f8", "f8"), ("i4", "f8")]
+)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_dtypes(backend, in_dtype, out_dtype, reduction):
     logits = sample(backend, in_dtype)

@@ -52,8 +52,12 @@ AXIS_OPS = {
     "softmax": lambda x, axis, backend: fastsoftmax.softmax(x, axis=axis, backend=backend),
     "log_softmax": lambda x, axis, backend: fastsoftmax.log_softmax(x, axis=axis, backend=backend),
     "logsumexp": lambda x, axis, backend: fastsoftmax.logsumexp(x, axis=axis, backend=backend),
-    "softmax_topk": lambda x, axis, backend: fastsoftmax.softmax_topk(x, 1, axis=axis, backend=backend),
-    "softmax_backward": lambda x, axis, backend: fastsoftmax.softmax_backward(x, x, axis=axis, backend=backend),
+    "softmax_topk": lambda x, axis, backend: fastsoftmax.softmax_topk(
+        x, 1, axis=axis, backend=backend
+    ),
+    "softmax_backward": lambda x, axis, backend: fastsoftmax.softmax_backward(
+        x, x, axis=axis, backend=backend
+    ),
     "log_softmax_backward": lambda x, axis, backend: fastsoftmax.log_softmax_backward(
         x, x, axis=axis, backend=backend
     ),
@@ -87,7 +91,9 @@ def test_numpy_integer_axis_is_accepted(backend):
 
 @pytest.mark.parametrize("k", [0, -1, 4, 10**12])
 def test_k_outside_one_to_c(backend, k):
-    with raises_exactly(ValueError, rf"k must be between 1 and the number of classes \(3\), got {k}"):
+    with raises_exactly(
+        ValueError, rf"k must be between 1 and the number of classes \(3\), got {k}"
+    ):
         fastsoftmax.softmax_topk(X, k, backend=backend)
 
 
@@ -157,7 +163,9 @@ def test_target_shape_mismatch_names_both_shapes(backend):
         ce(backend, target=(0, 1, 2))
     with raises_exactly(ValueError, r"shape \(2, 1\).*batch shape \(2,\)"):
         ce(backend, target=[[0], [1]])
-    with raises_exactly(ValueError, r"probability target has shape \(2, 2\) but logits has shape \(2, 3\)"):
+    with raises_exactly(
+        ValueError, r"probability target has shape \(2, 2\) but logits has shape \(2, 3\)"
+    ):
         ce(backend, target=np.full((2, 2), 0.5))
 
 
@@ -194,7 +202,11 @@ def test_bad_weight(backend, weight, error, pattern):
 @pytest.mark.parametrize(
     "options, error, pattern",
     [
-        (dict(reduction="avg"), ValueError, r"reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"),
+        (
+            dict(reduction="avg"),
+            ValueError,
+            r"reduction must be one of \('mean', 'sum', 'none'\), got 'avg'",
+        ),
         (dict(reduction=None), ValueError, "reduction must be one of"),
         (dict(label_smoothing=-0.1), ValueError, r"label_smoothing must be in \[0, 1\]"),
         (dict(label_smoothing=1.5), ValueError, r"label_smoothing must be in \[0, 1\]"),

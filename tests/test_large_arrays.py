@@ -26,13 +26,16 @@ CLASSES = 16
 
 @pytest.fixture
 def huge_strided(tmp_path):
-    """(view of 3 rows 2**31 + 5 elements apart in a sparse file, its values, a second such view for outputs)."""
+    """Three rows 2**31 + 5 elements apart in a sparse file, their values, and a
+    second such view (for outputs)."""
     total = 2 * ROW_STRIDE + CLASSES
     maps = [
-        np.memmap(tmp_path / name, dtype=np.float32, mode="w+", shape=(total,)) for name in ("in", "out")
+        np.memmap(tmp_path / name, dtype=np.float32, mode="w+", shape=(total,))
+        for name in ("in", "out")
     ]
     views = [
-        np.lib.stride_tricks.as_strided(m, shape=(3, CLASSES), strides=(4 * ROW_STRIDE, 4)) for m in maps
+        np.lib.stride_tricks.as_strided(m, shape=(3, CLASSES), strides=(4 * ROW_STRIDE, 4))
+        for m in maps
     ]
     values = np.random.default_rng(51).normal(scale=3, size=(3, CLASSES)).astype(np.float32)
     views[0][...] = values
@@ -59,9 +62,15 @@ def test_rows_beyond_2_31_elements(backend, huge_strided):
         back = fastsoftmax.softmax_backward(view, p, backend=backend)
         assert_close_scaled(back, reference.softmax_backward(expected_values, p), 10.0, np.float32)
         target = np.array([0, 5, 15])
-        loss, grad = fastsoftmax.cross_entropy(view, target, reduction="none", return_grad=True, backend=backend)
-        expected_loss, expected_grad = reference.cross_entropy(expected_values, target, reduction="none")
-        assert_cross_entropy_close(loss, grad, expected_loss, expected_grad, expected_values, target, "none")
+        loss, grad = fastsoftmax.cross_entropy(
+            view, target, reduction="none", return_grad=True, backend=backend
+        )
+        expected_loss, expected_grad = reference.cross_entropy(
+            expected_values, target, reduction="none"
+        )
+        assert_cross_entropy_close(
+            loss, grad, expected_loss, expected_grad, expected_values, target, "none"
+        )
     # Outputs far apart too, and in place.
     assert fastsoftmax.softmax(x, out=out, backend=backend) is out
     assert_matches_reference(out, reference.softmax(values), "probability")

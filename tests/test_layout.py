@@ -180,7 +180,9 @@ def test_backward_ops(backend, grad_layout, saved_layout, dtype):
         result = getattr(fastsoftmax, op)(grad, saved, axis=axis, backend=backend)
         expected = getattr(reference, op)(g, saved_values)
         scale = np.abs(g).max(axis=-1, keepdims=True) * 2
-        assert_close_scaled(result, np.moveaxis(expected, -1, axis), np.moveaxis(scale, -1, axis), dtype)
+        assert_close_scaled(
+            result, np.moveaxis(expected, -1, axis), np.moveaxis(scale, -1, axis), dtype
+        )
         for w, b in zip(wholes, before):
             assert_same_values(w, b)
 
@@ -237,9 +239,13 @@ def test_every_axis_of_nd_arrays(backend, dtype):
         for axis in range(-x.ndim, x.ndim):
             moved = np.moveaxis(x, axis, -1)
             p = fastsoftmax.softmax(x, axis=axis, backend=backend)
-            assert_matches_reference(p, np.moveaxis(reference.softmax(moved), -1, axis), "probability")
+            assert_matches_reference(
+                p, np.moveaxis(reference.softmax(moved), -1, axis), "probability"
+            )
             logp = fastsoftmax.log_softmax(x, axis=axis, backend=backend)
-            assert_matches_reference(logp, np.moveaxis(reference.log_softmax(moved), -1, axis), "log")
+            assert_matches_reference(
+                logp, np.moveaxis(reference.log_softmax(moved), -1, axis), "log"
+            )
             lse = fastsoftmax.logsumexp(x, axis=axis, backend=backend)
             assert_matches_reference(lse, reference.logsumexp(moved), "log")
             kept = fastsoftmax.logsumexp(x, axis=axis, keepdims=True, backend=backend)
@@ -250,7 +256,9 @@ def test_every_axis_of_nd_arrays(backend, dtype):
             assert_same_values(index, np.moveaxis(expected_index, -1, axis))
             g = np.cos(x)
             back = fastsoftmax.softmax_backward(g, p, axis=axis, backend=backend)
-            expected = reference.softmax_backward(np.moveaxis(g, axis, -1), np.moveaxis(p, axis, -1))
+            expected = reference.softmax_backward(
+                np.moveaxis(g, axis, -1), np.moveaxis(p, axis, -1)
+            )
             assert_close_scaled(back, np.moveaxis(expected, -1, axis), 2.0, dtype)
 
 
@@ -268,7 +276,9 @@ def test_cross_entropy_nd_batch(backend, dtype):
 
 def test_one_dimensional_input(backend):
     x = np.array([1.0, 2.0, 3.0])
-    assert_matches_reference(fastsoftmax.softmax(x, backend=backend), reference.softmax(x), "probability")
+    assert_matches_reference(
+        fastsoftmax.softmax(x, backend=backend), reference.softmax(x), "probability"
+    )
     lse = fastsoftmax.logsumexp(x, backend=backend)
     assert isinstance(lse, np.ndarray) and lse.shape == ()
     assert_matches_reference(lse, reference.logsumexp(x), "log")
@@ -283,12 +293,21 @@ def test_one_dimensional_input(backend):
 def test_broadcast_input(backend):
     # Stride 0 across rows, and stride 0 along the class axis.
     row = np.array([0.5, -1.0, 2.0, 0.0])[: max_side(backend, 4)]
-    for x in (np.broadcast_to(row, (max_side(backend, 5), len(row))), np.broadcast_to(row[:, None], (len(row), 3))):
-        assert_matches_reference(fastsoftmax.softmax(x, backend=backend), reference.softmax(x), "probability")
-        assert_matches_reference(fastsoftmax.logsumexp(x, backend=backend), reference.logsumexp(x), "log")
+    for x in (
+        np.broadcast_to(row, (max_side(backend, 5), len(row))),
+        np.broadcast_to(row[:, None], (len(row), 3)),
+    ):
+        assert_matches_reference(
+            fastsoftmax.softmax(x, backend=backend), reference.softmax(x), "probability"
+        )
+        assert_matches_reference(
+            fastsoftmax.logsumexp(x, backend=backend), reference.logsumexp(x), "log"
+        )
 
 
-@pytest.mark.parametrize("layout", [fortran, class_axis_first_fortran, every_other_row, reversed_both])
+@pytest.mark.parametrize(
+    "layout", [fortran, class_axis_first_fortran, every_other_row, reversed_both]
+)
 def test_results_are_laid_out_like_the_input(backend, layout):
     a = matrix(backend, np.float64)
     x, axis = layout(a)
@@ -301,7 +320,9 @@ def test_results_are_laid_out_like_the_input(backend, layout):
     ):
         assert result.strides == like.strides, (result.strides, like.strides)
     if axis == -1:
-        _, grad = fastsoftmax.cross_entropy(x, np.zeros(len(x), dtype=int), return_grad=True, backend=backend)
+        _, grad = fastsoftmax.cross_entropy(
+            x, np.zeros(len(x), dtype=int), return_grad=True, backend=backend
+        )
         assert grad.strides == like.strides
 
 

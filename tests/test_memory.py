@@ -104,10 +104,14 @@ def data():
 # name -> (d, backend) -> (call, bytes of input, bytes the call may allocate for its result)
 CASES = {
     "softmax_f32": lambda d, b: (
-        lambda: fastsoftmax.softmax(d.x32, out=d.out32, backend=b), d.x32.nbytes, 0
+        lambda: fastsoftmax.softmax(d.x32, out=d.out32, backend=b),
+        d.x32.nbytes,
+        0,
     ),
     "softmax_f64": lambda d, b: (
-        lambda: fastsoftmax.softmax(d.x64, out=d.out64, backend=b), d.x64.nbytes, 0
+        lambda: fastsoftmax.softmax(d.x64, out=d.out64, backend=b),
+        d.x64.nbytes,
+        0,
     ),
     "log_softmax_tempered": lambda d, b: (
         lambda: fastsoftmax.log_softmax(d.x32, temperature=0.5, out=d.out32, backend=b),
@@ -115,13 +119,19 @@ CASES = {
         0,
     ),
     "softmax_in_place": lambda d, b: (
-        lambda: fastsoftmax.softmax(d.scratch, out=d.scratch, backend=b), d.x32.nbytes, 0
+        lambda: fastsoftmax.softmax(d.scratch, out=d.scratch, backend=b),
+        d.x32.nbytes,
+        0,
     ),
     "softmax_float16_staged": lambda d, b: (
-        lambda: fastsoftmax.softmax(d.x16, out=d.out16, backend=b), d.x16.nbytes, 0
+        lambda: fastsoftmax.softmax(d.x16, out=d.out16, backend=b),
+        d.x16.nbytes,
+        0,
     ),
     "softmax_byteswapped_staged": lambda d, b: (
-        lambda: fastsoftmax.softmax(d.x32_swapped, out=d.out32, backend=b), d.x32.nbytes, 0
+        lambda: fastsoftmax.softmax(d.x32_swapped, out=d.out32, backend=b),
+        d.x32.nbytes,
+        0,
     ),
     "softmax_axis0_staged": lambda d, b: (
         lambda: fastsoftmax.softmax(d.x32_class_axis_first, axis=0, out=d.out32.T, backend=b),
@@ -129,10 +139,14 @@ CASES = {
         0,
     ),
     "logsumexp": lambda d, b: (
-        lambda: fastsoftmax.logsumexp(d.x32, out=d.per_row, backend=b), d.x32.nbytes, 0
+        lambda: fastsoftmax.logsumexp(d.x32, out=d.per_row, backend=b),
+        d.x32.nbytes,
+        0,
     ),
     "softmax_backward": lambda d, b: (
-        lambda: fastsoftmax.softmax_backward(d.x32, d.x32, out=d.out32, backend=b), 2 * d.x32.nbytes, 0
+        lambda: fastsoftmax.softmax_backward(d.x32, d.x32, out=d.out32, backend=b),
+        2 * d.x32.nbytes,
+        0,
     ),
     "log_softmax_backward": lambda d, b: (
         lambda: fastsoftmax.log_softmax_backward(d.x32, d.x32, out=d.out32, backend=b),
@@ -140,7 +154,9 @@ CASES = {
         0,
     ),
     "softmax_topk": lambda d, b: (
-        lambda: fastsoftmax.softmax_topk(d.x32, 8, backend=b), d.x32.nbytes, 0
+        lambda: fastsoftmax.softmax_topk(d.x32, 8, backend=b),
+        d.x32.nbytes,
+        0,
     ),
     "cross_entropy_loss_only": lambda d, b: (
         lambda: fastsoftmax.cross_entropy(d.x32, d.target, label_smoothing=0.1, backend=b),
@@ -175,7 +191,9 @@ CASES = {
     ),
     # Without grad_out the gradient itself is the one large allocation.
     "cross_entropy_grad": lambda d, b: (
-        lambda: fastsoftmax.cross_entropy(d.x32, d.target, z_loss=1e-4, return_grad=True, backend=b),
+        lambda: fastsoftmax.cross_entropy(
+            d.x32, d.target, z_loss=1e-4, return_grad=True, backend=b
+        ),
         d.x32.nbytes,
         d.x32.nbytes,
     ),
@@ -192,12 +210,13 @@ def test_no_input_sized_temporaries(host_backend, data, case):
     call()  # compile, fill caches
     limit = allowed(input_bytes, result_bytes)
     traced = peak_traced(call)
-    assert traced <= limit, f"{case}: {traced / 2**20:.2f} MiB traced for {input_bytes / 2**20:.0f} MiB of input"
+    assert (
+        traced <= limit
+    ), f"{case}: {traced / 2**20:.2f} MiB traced for {input_bytes / 2**20:.0f} MiB of input"
     if RSS_PEAK_SUPPORTED:
         growth = peak_rss_growth(call)
-        assert growth <= limit, (
-            f"{case}: resident memory grew {growth / 2**20:.2f} MiB for {input_bytes / 2**20:.0f} MiB of input"
-        )
+        message = f"{case}: resident memory grew {growth / 2**20:.2f} MiB"
+        assert growth <= limit, f"{message} for {input_bytes / 2**20:.0f} MiB of input"
 
 
 def test_resident_memory_is_measured_on_linux():

@@ -174,7 +174,9 @@ def test_empty_class_axis(backend, dtype):
     lse = fastsoftmax.logsumexp(x, backend=backend)
     assert lse.dtype == dtype
     np.testing.assert_array_equal(lse, [-INF, -INF, -INF])
-    np.testing.assert_array_equal(fastsoftmax.logsumexp(x, keepdims=True, backend=backend), [[-INF]] * 3)
+    np.testing.assert_array_equal(
+        fastsoftmax.logsumexp(x, keepdims=True, backend=backend), [[-INF]] * 3
+    )
     # The empty axis need not be the last one.
     np.testing.assert_array_equal(
         fastsoftmax.logsumexp(np.zeros((0, 2), dtype=dtype), axis=0, backend=backend), [-INF, -INF]
@@ -190,7 +192,9 @@ def test_empty_batch(backend, dtype):
     assert lse.shape == (0,) and lse.dtype == dtype
 
 
-@pytest.mark.parametrize("dtype, big", [(np.float32, 1e30), (np.float32, 3e38), (np.float64, 1e30), (np.float64, 1e308)])
+@pytest.mark.parametrize(
+    "dtype, big", [(np.float32, 1e30), (np.float32, 3e38), (np.float64, 1e30), (np.float64, 1e308)]
+)
 def test_huge_finite_logits_never_overflow(backend, dtype, big):
     big = dtype(big)
     x = np.array([[big, -big], [big, big], [-big, -big], [big, big / 2]], dtype=dtype)

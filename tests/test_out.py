@@ -24,6 +24,7 @@ def sample(backend, dtype, seed=0, rows=6, classes=11):
 
 def same_shape_ops(backend):
     """name -> (call(x, out, axis), arrays the call reads) for ops whose result has x's shape."""
+
     def forward(fn, **kw):
         return lambda x, out, axis=-1: fn(x, axis=axis, out=out, backend=backend, **kw)
 
@@ -152,7 +153,11 @@ def test_cross_entropy_grad_out(backend, dtype):
     target = np.arange(len(logits)) % logits.shape[1]
     before = logits.copy()
     loss, expected = fastsoftmax.cross_entropy(logits, target, return_grad=True, backend=backend)
-    for grad_out in (np.empty_like(logits), np.empty_like(logits, order="F"), strided_out(logits.shape, dtype)[0]):
+    for grad_out in (
+        np.empty_like(logits),
+        np.empty_like(logits, order="F"),
+        strided_out(logits.shape, dtype)[0],
+    ):
         result = fastsoftmax.cross_entropy(
             logits, target, return_grad=True, grad_out=grad_out, backend=backend
         )
@@ -232,7 +237,11 @@ def out_error_cases(shape):
     """(out, exception type, message pattern) for an op whose result is float64 of `shape`."""
     wrong = shape[::-1]
     return [
-        (np.empty(wrong), ValueError, rf"shape \({wrong[0]}, {wrong[1]}\).*shape \({shape[0]}, {shape[1]}\)"),
+        (
+            np.empty(wrong),
+            ValueError,
+            rf"shape \({wrong[0]}, {wrong[1]}\).*shape \({shape[0]}, {shape[1]}\)",
+        ),
         (np.empty(shape + (1,)), ValueError, "shape"),
         (np.empty(shape, np.float32), TypeError, "float32.*float64"),
         (np.empty(shape, ">f8"), TypeError, "dtype"),
@@ -254,8 +263,12 @@ def test_bad_out_raises(backend):
     calls = {
         "softmax": lambda out: fastsoftmax.softmax(x, out=out, backend=backend),
         "log_softmax": lambda out: fastsoftmax.log_softmax(x, out=out, backend=backend),
-        "softmax_backward": lambda out: fastsoftmax.softmax_backward(x, x, out=out, backend=backend),
-        "log_softmax_backward": lambda out: fastsoftmax.log_softmax_backward(x, x, out=out, backend=backend),
+        "softmax_backward": lambda out: fastsoftmax.softmax_backward(
+            x, x, out=out, backend=backend
+        ),
+        "log_softmax_backward": lambda out: fastsoftmax.log_softmax_backward(
+            x, x, out=out, backend=backend
+        ),
         "cross_entropy": lambda out: fastsoftmax.cross_entropy(
             x, np.zeros(2, dtype=int), return_grad=True, grad_out=out, backend=backend
         ),
@@ -278,8 +291,12 @@ def test_bad_out_raises(backend):
 def test_read_only_input_is_fine(backend):
     x = sample(backend, np.float64)
     x.flags.writeable = False
-    assert_matches_reference(fastsoftmax.softmax(x, backend=backend), reference.softmax(x), "probability")
-    loss, grad = fastsoftmax.cross_entropy(x, np.zeros(len(x), dtype=int), return_grad=True, backend=backend)
+    assert_matches_reference(
+        fastsoftmax.softmax(x, backend=backend), reference.softmax(x), "probability"
+    )
+    loss, grad = fastsoftmax.cross_entropy(
+        x, np.zeros(len(x), dtype=int), return_grad=True, backend=backend
+    )
     assert grad.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
         fastsoftmax.softmax(x, out=x, backend=backend)

@@ -70,7 +70,9 @@ def test_log_softmax_is_log_of_softmax_where_finite(backend, dtype):
     @property_test(backend, logits(backend, dtype, bound=100.0, max_dims=2), temperatures())
     def check(x, temperature):
         p = fastsoftmax.softmax(x, temperature=temperature, backend=backend).astype(np.float64)
-        logp = fastsoftmax.log_softmax(x, temperature=temperature, backend=backend).astype(np.float64)
+        logp = fastsoftmax.log_softmax(x, temperature=temperature, backend=backend).astype(
+            np.float64
+        )
         usable = p > float_tolerance(dtype, 1e-30, 1e-300)
         got = np.log(p[usable])
         want = logp[usable]

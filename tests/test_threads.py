@@ -5,15 +5,22 @@ private inputs, inputs large enough for the threaded kernels) and must give
 what it gives when called serially.
 """
 
+import math
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
 
 import fastsoftmax
 import reference
-from strategies import assert_matches_reference, assert_same_to_rounding, assert_same_values, is_simulated
+from strategies import (
+    assert_matches_reference,
+    assert_same_to_rounding,
+    assert_same_values,
+    is_simulated,
+)
 
 N_THREADS = 8
 
@@ -53,7 +60,9 @@ def make_tasks(backend, seed, dtype):
             ("scaled", "scaled"),
         ),
         (
-            lambda: fastsoftmax.cross_entropy(x, y, reduction="none", return_grad=True, backend=backend),
+            lambda: fastsoftmax.cross_entropy(
+                x, y, reduction="none", return_grad=True, backend=backend
+            ),
             ("scaled", "scaled"),
         ),
         (lambda: fastsoftmax.softmax_topk(x, 5, backend=backend), ("probability", "exact")),
@@ -140,7 +149,17 @@ def test_set_and_get(restore_threads):
     assert type(fastsoftmax.get_num_threads()) is int
 
 
-@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (1.0, TypeError), ("2", TypeError), (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (0, ValueError),
+        (-2, ValueError),
+        (1.0, TypeError),
+        ("2", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
 def test_bad_thread_counts(restore_threads, bad, error):
     fastsoftmax.set_num_threads(3)
     with pytest.raises(error) as info:
@@ -172,3 +191,63 @@ def test_thread_count_is_read_on_every_call_and_stays_ours(restore_threads):
         p = fastsoftmax.softmax(x, backend="numba-parallel")
         assert_matches_reference(p, reference.softmax(x), "probability")
         assert numba.get_num_threads() == before
+
+
+def compiled_host_backends():
+    available = [n for n, info in fastsoftmax.backends().items() if info.available]
+    return [n for n in ("c", "numba", "numba-parallel") if n in available]
+
+
+def longest_stall_while(call):
+    """(longest pause of this thread while `call` runs in another, duration of `call`)."""
+    finished = threading.Event()
+    duration = []
+
+    def work():
+        t0 = time.perf_counter()
+        call()
+        duration.append(time.perf_counter() - t0)
+        finished.set()
+
+    worker = threading.Thread(target=work)
+    longest, last = 0.0, time.perf_counter()
+    worker.start()
+    while not finished.is_set():
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    worker.join()
+    return longest, duration[0]
+
+
+@pytest.mark.parametrize("backend", compiled_host_backends())
+def test_kernels_release_the_gil(backend, restore_threads):
+    # While a kernel works through a long row in one thread, this thread keeps
+    # running: its longest pause stays far below the call's duration. (A
+    # kernel that holds the GIL pauses it for the whole call.)
+    fastsoftmax.set_num_threads(1)
+    x = np.zeros((1, 1 << 28), dtype=np.float32)  # 1 GiB of zero-mapped pages
+    target = np.zeros(1, dtype=np.int64)
+    for call in (
+        lambda: fastsoftmax.logsumexp(x, backend=backend),
+        lambda: fastsoftmax.cross_entropy(x, target, backend=backend),
+    ):
+        call()  # compile outside the measurement
+        longest, duration = longest_stall_while(call)
+        assert duration > 0.05, "the call is too short to tell"
+        assert longest < duration / 2, (longest, duration)
+
+
+def test_the_gil_measurement_sees_a_kernel_that_holds_it():
+    import numba
+
+    @numba.njit(nogil=False)
+    def holds_the_gil(n):
+        total = 0.0
+        for i in range(n):
+            total += math.sqrt(i)
+        return total
+
+    holds_the_gil(10)
+    longest, duration = longest_stall_while(lambda: holds_the_gil(200_000_000))
+    assert duration > 0.05
+    assert longest > duration / 2, (longest, duration)

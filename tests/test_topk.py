@@ -64,7 +64,9 @@ def test_ties_in_long_rows(backend, dtype):
 
 
 def test_probabilities_descend_and_equal_the_softmax(backend):
-    x = np.random.default_rng(33).normal(scale=4, size=(max_side(backend, 6), max_side(backend, 25)))
+    x = np.random.default_rng(33).normal(
+        scale=4, size=(max_side(backend, 6), max_side(backend, 25))
+    )
     probs, index = fastsoftmax.softmax_topk(x, max_side(backend, 10), backend=backend)
     assert (np.diff(probs, axis=1) <= 0).all()
     full = reference.softmax(x)
