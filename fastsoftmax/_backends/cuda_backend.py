@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import _checks, _host
 from .._cross_entropy import check_weight
-from .._softmax import _check_k
+from .._softmax import check_k
 
 try:
     from numba import cuda
@@ -460,7 +460,7 @@ def device_softmax_topk(x, k, axis, inv_temperature):
     on_device = arrays.is_device_array(x)
     xv = arrays.view_of(x) if on_device else x
     axis = _checks.normalize_axis(axis, xv.ndim)
-    k = _check_k(k, xv.shape[axis])
+    k = check_k(k, xv.shape[axis])
     result_dtype = _checks.result_dtype(xv.dtype)
     ftype = _compute_type(result_dtype)
     shape = xv.shape[:axis] + (k,) + xv.shape[axis + 1 :]
