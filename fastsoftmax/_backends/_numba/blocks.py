@@ -12,8 +12,9 @@ padded with zeros and never written.
 
 import numpy as np
 
+from . import cross_entropy, rows
 from .elementary import exp_nonpositive, log
-from .intrinsics import maximum, stack_array
+from .intrinsics import maximum, stack_array, unit_stride
 from .jit import helper, kernel
 
 SHORT_ROW_MAX = 32
@@ -131,3 +132,127 @@ def logsumexp(x, out, start, stop):
             lse[r] = -np.inf if m[r] == -np.inf else value
         for r in range(n):
             out[np.uint64(first + r)] = lse[r]
+
+
+@kernel
+def cross_entropy_class(
+    logits, target, weight, loss_out, grad_out, ignore_index, eps, z_loss, scale, start, stop
+):
+    """Cross-entropy of the short rows ``start:stop`` against class indices.
+
+    The formulas of ``cross_entropy.class_target``: exponentials, sums and
+    logs per tile, then each row's loss and gradient row. Rows without a
+    finite maximum go to ``class_target`` itself.
+    """
+    c = logits.shape[1]
+    dtype = logits.dtype.type
+    w_total = float(c) if weight is None else rows.total(weight)
+    tile = stack_array(SHORT_ROW_MAX, BLOCK_ROWS, logits.dtype)
+    e = stack_array(SHORT_ROW_MAX, BLOCK_ROWS, logits.dtype)
+    m = stack_array(1, BLOCK_ROWS, logits.dtype)[0]
+    s = stack_array(1, BLOCK_ROWS, np.float64)[0]
+    log_s = stack_array(1, BLOCK_ROWS, np.float64)[0]
+    gaps = stack_array(1, BLOCK_ROWS, np.float64)[0]
+    off = dtype(scale * eps / c)
+    for first in range(start, stop, BLOCK_ROWS):
+        n = min(BLOCK_ROWS, stop - first)
+        load_tile(logits, first, n, tile)
+        column_max(tile, c, m)
+        for j in range(c):
+            for r in range(BLOCK_ROWS):
+                e[j, r] = exp_nonpositive(tile[j, r] - m[r])
+        column_sums(e, c, s)
+        for r in range(BLOCK_ROWS):
+            log_s[r] = log(s[r])
+            gaps[r] = 0.0
+        if eps > 0.0:  # gaps[r] = sum_j w[j] (m - z[j]), for the smoothing term
+            for j in range(c):
+                w_j = 1.0 if weight is None else float(weight[j])
+                for r in range(BLOCK_ROWS):
+                    gaps[r] += w_j * (m[r] - tile[j, r])
+        for r in range(n):
+            row = np.uint64(first + r)
+            y = target[row]
+            if y == ignore_index:
+                loss_out[row] = 0.0
+                if grad_out is not None:
+                    for j in range(c):
+                        grad_out[row, j] = 0.0
+                continue
+            if not np.isfinite(m[r]):
+                z = unit_stride(logits[row])
+                g = None if grad_out is None else unit_stride(grad_out[row])
+                loss_out[row] = cross_entropy.class_target(
+                    z, y, weight, w_total, eps, z_loss, scale, g
+                )
+                continue
+            wy = 1.0 if weight is None else float(weight[y])
+            lse = float(m[r]) + log_s[r]
+            gap = float(m[r]) - float(tile[y, r])
+            loss_out[row] = cross_entropy.class_loss(
+                gap, log_s[r], lse, wy, gaps[r], w_total, eps, z_loss, c
+            )
+            if grad_out is not None:
+                coefficient = cross_entropy.class_coefficient(
+                    wy, lse, w_total, eps, z_loss, scale, c
+                )
+                a = dtype(coefficient / s[r])
+                for j in range(c):
+                    b = off if weight is None else off * weight[j]
+                    grad_out[row, j] = a * e[j, r] - b
+                grad_out[row, y] -= dtype(scale * (1.0 - eps) * wy)
+
+
+@helper
+def column_ranks(tile, c, rank):
+    """``rank[j, r]``: how many logits of column ``r`` come before ``tile[j, r]``.
+
+    Order: larger first, equal ones by lower index. Every pair is compared
+    across the whole block at once, which for at most ``SHORT_ROW_MAX``
+    classes beats keeping a sorted list per row.
+    """
+    for j in range(c):
+        for r in range(BLOCK_ROWS):
+            rank[j, r] = 0
+        for i in range(j):
+            for r in range(BLOCK_ROWS):
+                rank[j, r] += np.int32(tile[i, r] >= tile[j, r])
+        for i in range(j + 1, c):
+            for r in range(BLOCK_ROWS):
+                rank[j, r] += np.int32(tile[i, r] > tile[j, r])
+
+
+@kernel
+def softmax_topk(x, t, values, index, start, stop):
+    """Top-k softmax of the short rows ``start:stop``; ``k = values.shape[1]``."""
+    c = x.shape[1]
+    k = values.shape[1]
+    tile = stack_array(SHORT_ROW_MAX, BLOCK_ROWS, x.dtype)
+    e = stack_array(SHORT_ROW_MAX, BLOCK_ROWS, x.dtype)
+    rank = stack_array(SHORT_ROW_MAX, BLOCK_ROWS, np.int32)
+    m = stack_array(1, BLOCK_ROWS, x.dtype)[0]
+    s = stack_array(1, BLOCK_ROWS, np.float64)[0]
+    scale = stack_array(1, BLOCK_ROWS, x.dtype)[0]
+    for first in range(start, stop, BLOCK_ROWS):
+        n = min(BLOCK_ROWS, stop - first)
+        load_tile(x, first, n, tile)
+        column_max(tile, c, m)
+        for j in range(c):
+            for r in range(BLOCK_ROWS):
+                e[j, r] = exp_nonpositive((tile[j, r] - m[r]) * t)
+        column_sums(e, c, s)
+        for r in range(BLOCK_ROWS):
+            scale[r] = 1.0 / s[r]
+        column_ranks(tile, c, rank)
+        for r in range(n):
+            row = np.uint64(first + r)
+            if not np.isfinite(m[r]):  # NaN, +inf or only -inf: the softmax is NaN
+                for i in range(k):
+                    values[row, i] = np.nan
+                    index[row, i] = i
+                continue
+            for j in range(c):
+                q = rank[j, r]
+                if q < k:
+                    values[row, q] = e[j, r] * scale[r]
+                    index[row, q] = j

@@ -54,42 +54,61 @@ def literal_gradient(z, w, t, keep, spread, lse, coef, off, g):
 
 
 @helper
+def class_loss(gap, log_s, lse, wy, smooth_gaps, w_total, eps, z_loss, n):
+    """Loss of a row with a finite maximum ``m``, against class ``y``.
+
+    ``gap = m - z[y]``, ``lse = m + log_s``; ``smooth_gaps = sum_j w[j] (m - z[j])``
+    is only used when ``eps > 0`` (at 0, a -inf logit would give 0 * inf).
+    """
+    loss = (1.0 - eps) * wy * (gap + log_s)
+    if eps > 0.0:
+        loss += eps / n * (w_total * log_s + smooth_gaps)
+    return loss + z_loss * lse * lse
+
+
+@helper
+def class_coefficient(wy, lse, w_total, eps, z_loss, scale, n):
+    """The factor of ``p`` in the gradient of a row against class ``y``."""
+    return scale * ((1.0 - eps) * wy + eps / n * w_total + 2.0 * z_loss * lse)
+
+
+@helper
 def class_target(z, y, w, w_total, eps, z_loss, scale, g):
     """Loss of row `z` against class `y`; writes its gradient to `g` unless None."""
     n = z.shape[0]
     m, s = rows.online_lse(z, z.dtype.type(1.0))
-    lse = rows.lse_value(m, s)
+    if not math.isfinite(m):
+        return literal_class_target(z, y, w, w_total, eps, z_loss, scale, rows.lse_value(m, s), g)
     log_s = log(s)
-    finite = math.isfinite(m)
+    lse = float(m) + log_s
     wy = 1.0 if w is None else float(w[y])
-    if finite:  # lse - z[y] without cancellation when both are huge
-        nll = (float(m) - float(z[y])) + log_s
-    else:
-        nll = lse - float(z[y])
-    loss = (1.0 - eps) * wy * nll
-    if eps > 0.0:  # skipped at 0, where a -inf logit would give 0 * inf
-        if finite:
-            smooth = w_total * log_s + rows.weighted_sum(z, w, m)
-        else:
-            smooth = literal_loss(z, w, None, 1.0, 0.0, lse)
-        loss += eps / n * smooth
-    loss += z_loss * lse * lse
-    if g is None:
-        return loss
-    coef = scale * ((1.0 - eps) * wy + eps / n * w_total + 2.0 * z_loss * lse)
-    off = scale * eps / n
-    hit = z.dtype.type(scale * (1.0 - eps) * wy)
-    if finite:
-        a = z.dtype.type(coef / s)
-        b = z.dtype.type(off)
+    smooth_gaps = rows.weighted_sum(z, w, m) if eps > 0.0 else 0.0
+    loss = class_loss(float(m) - float(z[y]), log_s, lse, wy, smooth_gaps, w_total, eps, z_loss, n)
+    if g is not None:
+        a = z.dtype.type(class_coefficient(wy, lse, w_total, eps, z_loss, scale, n) / s)
+        b = z.dtype.type(scale * eps / n)
         for j in range(n):
             if w is None:
                 g[j] = a * exp_nonpositive(z[j] - m) - b
             else:
                 g[j] = a * exp_nonpositive(z[j] - m) - b * w[j]
-    else:
-        literal_gradient(z, w, None, 1.0, 0.0, lse, coef, off, g)
-    g[y] -= hit
+        g[y] -= z.dtype.type(scale * (1.0 - eps) * wy)
+    return loss
+
+
+@helper
+def literal_class_target(z, y, w, w_total, eps, z_loss, scale, lse, g):
+    """`class_target` for a row whose maximum is not finite, in float64 as written."""
+    n = z.shape[0]
+    wy = 1.0 if w is None else float(w[y])
+    loss = (1.0 - eps) * wy * (lse - float(z[y]))
+    if eps > 0.0:
+        loss += eps / n * literal_loss(z, w, None, 1.0, 0.0, lse)
+    loss += z_loss * lse * lse
+    if g is not None:
+        coefficient = class_coefficient(wy, lse, w_total, eps, z_loss, scale, n)
+        literal_gradient(z, w, None, 1.0, 0.0, lse, coefficient, scale * eps / n, g)
+        g[y] -= z.dtype.type(scale * (1.0 - eps) * wy)
     return loss
 
 

@@ -24,7 +24,7 @@ from numba.core import types
 from numba.extending import overload
 
 from .intrinsics import float32_from_bits, float64_from_bits, float_bits
-from .jit import KERNEL_FASTMATH, helper
+from .jit import KERNEL_FASTMATH
 
 # float32 ---------------------------------------------------------------------
 EXP32_MIN = np.float32(-87.33)  # below: the result would be subnormal; 0
@@ -49,8 +49,7 @@ _E32 = tuple(
 )
 
 
-@helper
-def exp32_nonpositive(x):
+def _exp32_nonpositive(x):
     """exp of a float32 that is <= 0 or NaN (larger arguments give garbage)."""
     # No float-to-integer conversion, so no clamping before it.
     shifted = x * _LOG2E_32 + _ROUND_32
@@ -71,10 +70,9 @@ def exp32_nonpositive(x):
     return np.float32(0.0) if x < EXP32_MIN else y
 
 
-@helper
-def exp32(x):
+def _exp32(x):
     """exp of a float32."""
-    y = exp32_nonpositive(x)
+    y = exp_nonpositive(x)
     return np.float32(np.inf) if x > EXP32_MAX else y
 
 
@@ -100,8 +98,7 @@ _E64 = (
 )
 
 
-@helper
-def exp64_nonpositive(x):
+def _exp64_nonpositive(x):
     """exp of a float64 that is <= 0 or NaN (larger arguments give garbage)."""
     shifted = x * _LOG2E_64 + _ROUND_64
     kf = shifted - _ROUND_64
@@ -123,10 +120,9 @@ def exp64_nonpositive(x):
     return 0.0 if x < EXP64_MIN else y
 
 
-@helper
-def exp64(x):
+def _exp64(x):
     """exp of a float64."""
-    y = exp64_nonpositive(x)
+    y = exp_nonpositive(x)
     return np.inf if x > EXP64_MAX else y
 
 
@@ -143,8 +139,7 @@ _LG = (
 )
 
 
-@helper
-def log64(x):
+def _log64(x):
     """Natural log of a float64 (normal positive numbers, 0, inf, NaN)."""
     bits = float_bits(x)
     # x = 2**k * m with m in [sqrt(1/2), sqrt(2)), read off the bit pattern.
@@ -163,13 +158,14 @@ def log64(x):
     return y if x > 0.0 else (-np.inf if x == 0.0 else np.nan)
 
 
-@helper
-def log32(x):
+def _log32(x):
     """Natural log of a float32, through the float64 one."""
-    return np.float32(log64(np.float64(x)))
+    return np.float32(log(np.float64(x)))
 
 
 # Type-generic entry points for the kernels --------------------------------------
+# Each is an overload whose implementation is the function above for the
+# argument's type, compiled (and inlined) where it is called.
 
 
 def exp(x):
@@ -194,23 +190,19 @@ _JIT_OPTIONS = {"fastmath": set(KERNEL_FASTMATH), "forceinline": True}
 
 
 def _by_type(x, for32, for64):
-    if x == types.float32:
-        return lambda x: for32(x)
-    if x == types.float64:
-        return lambda x: for64(x)
-    return None
+    return {types.float32: for32, types.float64: for64}.get(x)
 
 
 @overload(exp, jit_options=_JIT_OPTIONS)
 def _exp(x):
-    return _by_type(x, exp32, exp64)
+    return _by_type(x, _exp32, _exp64)
 
 
 @overload(exp_nonpositive, jit_options=_JIT_OPTIONS)
 def _exp_nonpositive(x):
-    return _by_type(x, exp32_nonpositive, exp64_nonpositive)
+    return _by_type(x, _exp32_nonpositive, _exp64_nonpositive)
 
 
 @overload(log, jit_options=_JIT_OPTIONS)
 def _log(x):
-    return _by_type(x, log32, log64)
+    return _by_type(x, _log32, _log64)

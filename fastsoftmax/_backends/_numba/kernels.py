@@ -7,31 +7,28 @@ axis and any row stride, contiguous one-dimensional per-row arrays. The
 ``*_short`` variants are for rows of at most ``SHORT_ROW_MAX`` classes; callers
 pick them in Python, so that a call compiles only the code it runs.
 
-When an output is the very same array as an input, the row loop hands the one
-row view to both parameters: LLVM then sees that each element is read before
+When an output is the very same array as an input (same start address: the
+protocol rules out partial overlaps), the row loop hands the one row view to
+both parameters: LLVM then sees that each element is read before
 it is written and vectorizes, where a runtime overlap check would send the
 loop to its scalar fallback.
 """
 
 from . import blocks, cross_entropy, rows, topk
 from .intrinsics import unit_stride
-from .jit import helper, kernel
+from .jit import kernel
 
 softmax_short = blocks.softmax
 log_softmax_short = blocks.log_softmax
 logsumexp_short = blocks.logsumexp
-
-
-@helper
-def same_data(a, b):
-    """True when two arrays start at the same address (an in-place call)."""
-    return a.ctypes.data == b.ctypes.data
+cross_entropy_class_short = blocks.cross_entropy_class
+softmax_topk_short = blocks.softmax_topk
 
 
 @kernel
 def softmax(x, out, t, start, stop):
     """Softmax of rows ``start:stop`` at inverse temperature `t`."""
-    inplace = same_data(x, out)
+    inplace = x.ctypes.data == out.ctypes.data
     for i in range(start, stop):
         o = unit_stride(out[i])
         if inplace:
@@ -43,7 +40,7 @@ def softmax(x, out, t, start, stop):
 @kernel
 def log_softmax(x, out, t, start, stop):
     """Log-softmax of rows ``start:stop`` at inverse temperature `t`."""
-    inplace = same_data(x, out)
+    inplace = x.ctypes.data == out.ctypes.data
     for i in range(start, stop):
         o = unit_stride(out[i])
         if inplace:
@@ -62,8 +59,8 @@ def logsumexp(x, out, start, stop):
 @kernel
 def softmax_backward(grad, y, out, start, stop):
     """Softmax vector-Jacobian product of rows ``start:stop``."""
-    over_grad = same_data(grad, out)
-    over_y = same_data(y, out)
+    over_grad = grad.ctypes.data == out.ctypes.data
+    over_y = y.ctypes.data == out.ctypes.data
     for i in range(start, stop):
         o = unit_stride(out[i])
         if over_grad:
@@ -77,8 +74,8 @@ def softmax_backward(grad, y, out, start, stop):
 @kernel
 def log_softmax_backward(grad, logp, out, start, stop):
     """Log-softmax vector-Jacobian product of rows ``start:stop``."""
-    over_grad = same_data(grad, out)
-    over_logp = same_data(logp, out)
+    over_grad = grad.ctypes.data == out.ctypes.data
+    over_logp = logp.ctypes.data == out.ctypes.data
     for i in range(start, stop):
         o = unit_stride(out[i])
         if over_grad:
@@ -106,7 +103,7 @@ def cross_entropy_class(
                     z, y, weight, w_total, eps, z_loss, scale, None
                 )
         return
-    inplace = same_data(logits, grad_out)
+    inplace = logits.ctypes.data == grad_out.ctypes.data
     for i in range(start, stop):
         y = target[i]
         g = unit_stride(grad_out[i])
@@ -132,7 +129,7 @@ def cross_entropy_probability(
                 unit_stride(logits[i]), unit_stride(target[i]), weight, eps, z_loss, scale, None
             )
         return
-    inplace = same_data(logits, grad_out)
+    inplace = logits.ctypes.data == grad_out.ctypes.data
     for i in range(start, stop):
         g = unit_stride(grad_out[i])
         t = unit_stride(target[i])

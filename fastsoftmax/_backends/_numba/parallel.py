@@ -98,6 +98,18 @@ def cross_entropy_class(
 
 
 @parallel_kernel
+def cross_entropy_class_short(
+    logits, target, weight, loss_out, grad_out, ignore_index, eps, z_loss, scale, n_chunks
+):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, logits)
+        kernels.cross_entropy_class_short(
+            logits, target, weight, loss_out, grad_out, ignore_index, eps, z_loss, scale,
+            start, stop,
+        )
+
+
+@parallel_kernel
 def cross_entropy_probability(
     logits, target, weight, loss_out, grad_out, eps, z_loss, scale, n_chunks
 ):
@@ -113,3 +125,10 @@ def softmax_topk(x, t, values, index, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)
         kernels.softmax_topk(x, t, values, index, start, stop)
+
+
+@parallel_kernel
+def softmax_topk_short(x, t, values, index, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.softmax_topk_short(x, t, values, index, start, stop)

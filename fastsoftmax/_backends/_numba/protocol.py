@@ -55,13 +55,17 @@ class Protocol:
         if not _INT64.min <= ignore_index <= _INT64.max:
             ignore_index = -1
         self._run(
-            "cross_entropy_class",
+            _by_width("cross_entropy_class", logits),
             logits,
             (logits, target, weight, loss_out, grad_out, ignore_index) + options,
         )
 
     def softmax_topk(self, x, inv_temperature, probs_out, index_out):
-        self._run("softmax_topk", x, (x, x.dtype.type(inv_temperature), probs_out, index_out))
+        self._run(
+            _by_width("softmax_topk", x),
+            x,
+            (x, x.dtype.type(inv_temperature), probs_out, index_out),
+        )
 
     def export(self, namespace):
         """Bind the protocol functions as module-level names of `namespace`."""
