@@ -7,24 +7,32 @@
 #include "fs_math.h"
 
 #define REAL float
+#define REAL_TINY 0x1p-149f
+#define NEXT_DOWN(x) nextafterf(x, 0.0f)
 #define SFX f32
 #define EXP(x) fs_expf_nonpositive(x)
 #define EXP_ANY(x) fs_expf(x)
 #define LANE_LOG(x) fs_logf(x)
 #include "fs_kernels.h"
 #undef REAL
+#undef REAL_TINY
+#undef NEXT_DOWN
 #undef SFX
 #undef EXP
 #undef EXP_ANY
 #undef LANE_LOG
 
 #define REAL double
+#define REAL_TINY 0x1p-1074
+#define NEXT_DOWN(x) nextafter(x, 0.0)
 #define SFX f64
 #define EXP(x) fs_exp_nonpositive(x)
 #define EXP_ANY(x) fs_exp(x)
 #define LANE_LOG(x) log(x)
 #include "fs_kernels.h"
 #undef REAL
+#undef REAL_TINY
+#undef NEXT_DOWN
 #undef SFX
 #undef EXP
 #undef EXP_ANY

@@ -8,6 +8,7 @@
 #pragma GCC target("avx2,fma")
 #endif
 
+#define FS_FMA 1
 #define FS_VECTOR_BYTES 32
 #define FS_TABLE fs_kernels_avx2
 #include "fs_instantiate.h"

@@ -8,6 +8,7 @@
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")
 #endif
 
+#define FS_FMA 1
 #define FS_VECTOR_BYTES 64
 #define FS_TABLE fs_kernels_avx512
 #include "fs_instantiate.h"

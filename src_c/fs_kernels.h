@@ -3,6 +3,8 @@
  * float and once for double, inside a translation unit compiled for one
  * instruction set; it defines before each inclusion:
  *   REAL             the element type
+ *   REAL_TINY        its smallest positive (subnormal) value
+ *   NEXT_DOWN(x)     the REAL just below x > 0
  *   SFX              the type suffix of every name here (f32 or f64)
  *   EXP(x)           the vectorizable exp of fs_math.h for REAL and x <= 0
  *   EXP_ANY(x)       the same for any x
@@ -60,14 +62,51 @@ static inline int F(is_finite)(REAL v)
 }
 
 /*
- * (x - m) * t computed as (x/2 - m/2) * 2t: the same roundings (halving is
- * exact), but x - m cannot overflow when x and m are huge with opposite signs
- * and t < 1. Callers pass half_m = m / 2 and twice_t = 2 t. With t = 1 the
- * kernels use x - m, which overflows only where the true result does.
+ * The inverse temperature t > 0, split as hi + lo with hi = t rounded down to
+ * REAL, so that a product with t rounds once: the error of a logit gap times
+ * t stays within the contract's two half-ulps of the exponent's argument.
+ * lo is never 0 (at least the smallest subnormal, a relative change far
+ * below any rounding), so a -inf gap times hi and lo is -inf, never NaN.
  */
-static inline REAL F(scaled_gap)(REAL x, REAL half_m, REAL twice_t)
+typedef struct {
+    REAL hi, lo;
+    int one; /* t == 1: the kernels use x - m itself */
+} F(factor);
+
+static inline F(factor) F(factor_of)(double t)
 {
-    return (x * (REAL)0.5 - half_m) * twice_t;
+    F(factor) f;
+    f.hi = (REAL)t;
+    if ((double)f.hi > t)
+        f.hi = NEXT_DOWN(f.hi);
+    f.lo = (REAL)(t - (double)f.hi);
+    f.lo = f.lo > 0 ? f.lo : REAL_TINY;
+    f.one = t == 1;
+    return f;
+}
+
+static inline int F(is_one)(F(factor) t)
+{
+    return t.one;
+}
+
+static inline double F(factor_value)(F(factor) t)
+{
+    return (double)t.hi + (double)t.lo;
+}
+
+/*
+ * (x - m) * t - c, computed as d * 2t - c with d = x/2 - m/2: the same
+ * roundings as x - m (halving is exact), but d cannot overflow when x and m
+ * are huge with opposite signs and t < 1. Callers pass half_m = m / 2. The
+ * terms are grouped so that FMA contraction leaves one rounding after d's.
+ * With t = 1 the kernels use x - m, which overflows only where the true
+ * result does.
+ */
+static inline REAL F(scaled_gap)(REAL x, REAL half_m, F(factor) t, REAL c)
+{
+    REAL d = x * (REAL)0.5 - half_m;
+    return d * (2 * t.hi) + (d * (2 * t.lo) - c);
 }
 
 /* v = the first n (< VEC) elements of x, padded to VEC with `pad`. */
@@ -148,18 +187,18 @@ static REAL F(row_max)(const REAL *x, int64_t n)
     return F(lanes_max)(acc);
 }
 
-static inline void F(sum_exp_block)(REAL *acc, const REAL *x, int width, REAL m, REAL t)
+static inline void F(sum_exp_block)(REAL *acc, const REAL *x, int width, REAL m, F(factor) t)
 {
-    if (t == 1)
+    if (F(is_one)(t))
         for (int l = 0; l < width; l++)
             acc[l] += EXP(x[l] - m);
     else
         for (int l = 0; l < width; l++)
-            acc[l] += EXP(F(scaled_gap)(x[l], m * (REAL)0.5, 2 * t));
+            acc[l] += EXP(F(scaled_gap)(x[l], m * (REAL)0.5, t, 0));
 }
 
 /* Sum of exp((x - m) * t) over at most CHUNK elements. */
-static double F(chunk_sum_exp)(const REAL *x, int64_t n, REAL m, REAL t)
+static double F(chunk_sum_exp)(const REAL *x, int64_t n, REAL m, F(factor) t)
 {
     REAL acc[LANES], v[VEC];
     for (int l = 0; l < LANES; l++)
@@ -182,7 +221,7 @@ static double F(chunk_sum_exp)(const REAL *x, int64_t n, REAL m, REAL t)
  * scanned for its maximum, then summed against the running maximum while it
  * is still in L1. Stops at the first +inf: such a row is special anyway.
  */
-static void F(online_max_sum)(const REAL *x, int64_t n, REAL t, REAL *max_out,
+static void F(online_max_sum)(const REAL *x, int64_t n, F(factor) t, REAL *max_out,
                               double *sum_out)
 {
     REAL m = -INFINITY;
@@ -192,7 +231,7 @@ static void F(online_max_sum)(const REAL *x, int64_t n, REAL t, REAL *max_out,
         REAL chunk_max = F(row_max)(x + start, len);
         if (chunk_max > m) {
             if (s != 0)
-                s *= exp(((double)m - (double)chunk_max) * (double)t);
+                s *= exp(((double)m - (double)chunk_max) * F(factor_value)(t));
             m = chunk_max;
             if (m == INFINITY)
                 break;
@@ -281,15 +320,15 @@ static double F(row_sum)(const REAL *a, int64_t n)
 /* ------------------------------------------------------------------ */
 
 static inline void F(exp_sum_block)(REAL *out, REAL *acc, const REAL *x, int width, REAL m,
-                                    REAL t)
+                                    F(factor) t)
 {
     REAL v[LANES];
-    if (t == 1)
+    if (F(is_one)(t))
         for (int l = 0; l < width; l++)
             v[l] = EXP(x[l] - m);
     else
         for (int l = 0; l < width; l++)
-            v[l] = EXP(F(scaled_gap)(x[l], m * (REAL)0.5, 2 * t));
+            v[l] = EXP(F(scaled_gap)(x[l], m * (REAL)0.5, t, 0));
     for (int l = 0; l < width; l++) {
         acc[l] += v[l];
         out[l] = v[l];
@@ -297,7 +336,7 @@ static inline void F(exp_sum_block)(REAL *out, REAL *acc, const REAL *x, int wid
 }
 
 /* out = exp((x - m) * t); returns the sum of out, per chunk in double. */
-static double F(exp_store_sum)(const REAL *x, REAL *out, int64_t n, REAL m, REAL t)
+static double F(exp_store_sum)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t)
 {
     double total = 0.0;
     REAL acc[LANES], v[VEC];
@@ -326,21 +365,22 @@ static void F(scale_in_place)(REAL *out, int64_t n, REAL c)
         out[i] *= c;
 }
 
-static inline void F(shift_block)(REAL *out, const REAL *x, int width, REAL m, REAL t, REAL c)
+static inline void F(shift_block)(REAL *out, const REAL *x, int width, REAL m, F(factor) t,
+                                  REAL c)
 {
     REAL v[LANES];
-    if (t == 1)
+    if (F(is_one)(t))
         for (int l = 0; l < width; l++)
             v[l] = (x[l] - m) - c;
     else
         for (int l = 0; l < width; l++)
-            v[l] = F(scaled_gap)(x[l], m * (REAL)0.5, 2 * t) - c;
+            v[l] = F(scaled_gap)(x[l], m * (REAL)0.5, t, c);
     for (int l = 0; l < width; l++)
         out[l] = v[l];
 }
 
 /* out = (x - m) * t - c */
-static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, REAL t, REAL c)
+static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t, REAL c)
 {
     REAL v[VEC];
     int64_t i = 0;
@@ -405,19 +445,19 @@ static void F(tile_max)(REAL tile[][TILE_ROWS], int64_t cols, REAL *m)
 }
 
 /* tile = (tile - m) * t per lane: the argument of exp and of log_softmax. */
-static void F(tile_shift)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m, REAL t)
+static void F(tile_shift)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m, F(factor) t)
 {
-    REAL half_m[TILE_ROWS], twice_t = 2 * t;
+    REAL half_m[TILE_ROWS];
     for (int l = 0; l < TILE_ROWS; l++)
         half_m[l] = m[l] * (REAL)0.5;
-    if (t == 1)
+    if (F(is_one)(t))
         for (int64_t j = 0; j < cols; j++)
             for (int l = 0; l < TILE_ROWS; l++)
                 tile[j][l] -= m[l];
     else
         for (int64_t j = 0; j < cols; j++)
             for (int l = 0; l < TILE_ROWS; l++)
-                tile[j][l] = F(scaled_gap)(tile[j][l], half_m[l], twice_t);
+                tile[j][l] = F(scaled_gap)(tile[j][l], half_m[l], t, 0);
 }
 
 /* Per-row sum s of exp(tile) for a shifted tile. */
@@ -443,7 +483,7 @@ static void F(tile_exp_sum)(REAL tile[][TILE_ROWS], int64_t cols, REAL *s)
 }
 
 static void F(softmax_short)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
-                             int64_t rows, int64_t cols, REAL t)
+                             int64_t rows, int64_t cols, F(factor) t)
 {
     REAL tile[SHORT_COLS][TILE_ROWS], m[TILE_ROWS], s[TILE_ROWS];
     for (int64_t r0 = 0; r0 < rows; r0 += TILE_ROWS) {
@@ -459,7 +499,7 @@ static void F(softmax_short)(const REAL *x, int64_t x_stride, REAL *out, int64_t
 }
 
 static void F(log_softmax_short)(const REAL *x, int64_t x_stride, REAL *out,
-                                 int64_t out_stride, int64_t rows, int64_t cols, REAL t)
+                                 int64_t out_stride, int64_t rows, int64_t cols, F(factor) t)
 {
     REAL tile[SHORT_COLS][TILE_ROWS], m[TILE_ROWS], s[TILE_ROWS];
     for (int64_t r0 = 0; r0 < rows; r0 += TILE_ROWS) {
@@ -489,7 +529,7 @@ static void F(logsumexp_short)(const REAL *x, int64_t x_stride, REAL *out, int64
         for (int64_t j = 0; j < cols; j++)
             for (int l = 0; l < TILE_ROWS; l++)
                 nan_seen[l] |= tile[j][l] != tile[j][l];
-        F(tile_shift)(tile, cols, m, 1);
+        F(tile_shift)(tile, cols, m, F(factor_of)(1));
         F(tile_sum_exp)(tile, cols, s);
         for (int l = 0; l < TILE_ROWS; l++) {
             REAL lse = m[l] + LANE_LOG(s[l]); /* NaN if the row holds a NaN */
@@ -505,7 +545,7 @@ static void F(logsumexp_short)(const REAL *x, int64_t x_stride, REAL *out, int64
 /* softmax, log_softmax, logsumexp                                     */
 /* ------------------------------------------------------------------ */
 
-static void F(softmax_row)(const REAL *x, REAL *out, int64_t n, REAL t)
+static void F(softmax_row)(const REAL *x, REAL *out, int64_t n, F(factor) t)
 {
     REAL m = F(row_max)(x, n);
     if (!F(is_finite)(m)) {
@@ -519,7 +559,7 @@ static void F(softmax_row)(const REAL *x, REAL *out, int64_t n, REAL t)
 static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
                        int64_t rows, int64_t cols, double inv_temperature)
 {
-    REAL t = (REAL)inv_temperature;
+    F(factor) t = F(factor_of)(inv_temperature);
     if (cols <= SHORT_COLS) {
         F(softmax_short)(x, x_stride, out, out_stride, rows, cols, t);
         return;
@@ -531,7 +571,7 @@ static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_s
 static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
                            int64_t rows, int64_t cols, double inv_temperature)
 {
-    REAL t = (REAL)inv_temperature;
+    F(factor) t = F(factor_of)(inv_temperature);
     if (cols <= SHORT_COLS) {
         F(log_softmax_short)(x, x_stride, out, out_stride, rows, cols, t);
         return;
@@ -560,7 +600,7 @@ static void F(logsumexp)(const REAL *x, int64_t x_stride, REAL *out, int64_t row
         REAL m;
         double s;
         const REAL *row = x + r * x_stride;
-        F(online_max_sum)(row, cols, 1, &m, &s);
+        F(online_max_sum)(row, cols, F(factor_of)(1), &m, &s);
         if (F(is_finite)(m))
             out[r] = (REAL)((double)m + log(s)); /* NaN if the row holds a NaN */
         else
@@ -738,7 +778,7 @@ static void F(ce_row)(const REAL *z, int64_t y, const REAL *w, double w_total, R
 {
     REAL m;
     double s;
-    F(online_max_sum)(z, n, 1, &m, &s);
+    F(online_max_sum)(z, n, F(factor_of)(1), &m, &s);
     if (!F(usable)(m, s)) {
         /* a NaN softmax: the formulas give NaN everywhere (lse is not finite) */
         *loss = NAN;
@@ -877,7 +917,7 @@ static void F(cross_entropy_probs)(const REAL *logits, int64_t logits_stride,
         REAL *g = grad ? grad + r * grad_stride : NULL;
         REAL m;
         double s, gap;
-        F(online_max_sum)(z, cols, 1, &m, &s);
+        F(online_max_sum)(z, cols, F(factor_of)(1), &m, &s);
         if (!F(usable)(m, s)) {
             loss[r] = NAN;
             if (g)
@@ -946,7 +986,7 @@ static void F(heap_push)(REAL *vals, int64_t *index, int64_t size, REAL v, int64
  * turned into probabilities. (A NaN may enter the heap and disorder it, but
  * then the row's sum is NaN and the output is the NaN row.)
  */
-static void F(topk_row)(const REAL *x, int64_t n, REAL t, REAL *vals, int64_t *index,
+static void F(topk_row)(const REAL *x, int64_t n, F(factor) t, REAL *vals, int64_t *index,
                         int64_t k)
 {
     REAL m = -INFINITY;
@@ -957,7 +997,7 @@ static void F(topk_row)(const REAL *x, int64_t n, REAL t, REAL *vals, int64_t *i
         REAL chunk_max = F(row_max)(x + start, len);
         if (chunk_max > m) {
             if (s != 0)
-                s *= exp(((double)m - (double)chunk_max) * (double)t);
+                s *= exp(((double)m - (double)chunk_max) * F(factor_value)(t));
             m = chunk_max;
             if (m == INFINITY)
                 break; /* a NaN row whatever follows */
@@ -989,14 +1029,14 @@ static void F(topk_row)(const REAL *x, int64_t n, REAL t, REAL *vals, int64_t *i
         F(heap_sift_down)(vals, index, end, 0, v, i);
     }
     for (int64_t q = 0; q < k; q++)
-        vals[q] = (REAL)(exp(((double)vals[q] - (double)m) * (double)t) / s);
+        vals[q] = (REAL)(exp(((double)vals[q] - (double)m) * F(factor_value)(t)) / s);
 }
 
 static void F(softmax_topk)(const REAL *x, int64_t x_stride, double inv_temperature,
                             REAL *probs, int64_t probs_stride, int64_t *index,
                             int64_t index_stride, int64_t rows, int64_t cols, int64_t k)
 {
-    REAL t = (REAL)inv_temperature;
+    F(factor) t = F(factor_of)(inv_temperature);
     for (int64_t r = 0; r < rows; r++)
         F(topk_row)(x + r * x_stride, cols, t, probs + r * probs_stride,
                     index + r * index_stride, k);

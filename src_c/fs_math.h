@@ -69,14 +69,17 @@ static inline float fs_expf_reduced(float x, float scale, uint32_t *k)
     *k = fs_f32_bits(shifted) - fs_f32_bits(shifter);
     float r = x - kf * ln2_hi;
     r = r - kf * ln2_lo;
-    float p = 1.381458176e-3f * scale;
-    p = p * r + 8.368724147e-3f * scale;
-    p = p * r + 4.166838878e-2f * scale;
-    p = p * r + 1.666652057e-1f * scale;
-    p = p * r + 4.999999344e-1f * scale;
-    p = p * r + scale;
-    p = p * r + scale;
-    return p;
+    float q = 1.381458176e-3f * scale;
+    q = q * r + 8.368724147e-3f * scale;
+    q = q * r + 4.166838878e-2f * scale;
+    q = q * r + 1.666652057e-1f * scale;
+    q = q * r + 4.999999344e-1f * scale;
+#if FS_FMA
+    return (q * r + scale) * r + scale; /* Horner: two fused steps */
+#else
+    /* 1 + (r + r^2 q): adding the leading terms last keeps it within 1 ulp without FMA */
+    return scale + (r * scale + (r * r) * q);
+#endif
 }
 
 /*
@@ -109,7 +112,7 @@ static inline float fs_expf(float x)
     return x > 88.75f ? INFINITY : y;
 }
 
-/* exp in float64, as fs_expf_reduced with a degree-11 polynomial (|x| < 2^50). */
+/* exp in float64: fs_expf_reduced with a degree-11 polynomial (|x| < 2^50). */
 static inline double fs_exp_reduced(double x, double scale, uint64_t *k)
 {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
@@ -120,19 +123,21 @@ static inline double fs_exp_reduced(double x, double scale, uint64_t *k)
     *k = fs_f64_bits(shifted) - fs_f64_bits(shifter);
     double r = x - kf * ln2_hi;
     r = r - kf * ln2_lo;
-    double p = 2.500005286102709163e-8 * scale;
-    p = p * r + 2.763026339755934905e-7 * scale;
-    p = p * r + 2.755758647779778350e-6 * scale;
-    p = p * r + 2.480149305995927505e-5 * scale;
-    p = p * r + 1.984126950637735098e-4 * scale;
-    p = p * r + 1.388888894366424248e-3 * scale;
-    p = p * r + 8.333333333494593438e-3 * scale;
-    p = p * r + 4.166666666653004428e-2 * scale;
-    p = p * r + 1.666666666666641226e-1 * scale;
-    p = p * r + 5.000000000000010638e-1 * scale;
-    p = p * r + scale;
-    p = p * r + scale;
-    return p;
+    double q = 2.500005286102709163e-8 * scale;
+    q = q * r + 2.763026339755934905e-7 * scale;
+    q = q * r + 2.755758647779778350e-6 * scale;
+    q = q * r + 2.480149305995927505e-5 * scale;
+    q = q * r + 1.984126950637735098e-4 * scale;
+    q = q * r + 1.388888894366424248e-3 * scale;
+    q = q * r + 8.333333333494593438e-3 * scale;
+    q = q * r + 4.166666666653004428e-2 * scale;
+    q = q * r + 1.666666666666641226e-1 * scale;
+    q = q * r + 5.000000000000010638e-1 * scale;
+#if FS_FMA
+    return (q * r + scale) * r + scale;
+#else
+    return scale + (r * scale + (r * r) * q);
+#endif
 }
 
 /* exp(x) for x <= 0 in float64 (see fs_expf_nonpositive); exactly 0 below -746. */

@@ -291,6 +291,11 @@ def vector_exp(x):
     return _elementwise("exp", x)
 
 
+def vector_exp_nonpositive(x):
+    """The exp the kernels apply to ``x - max(x)``: exact for ``x <= 0`` only."""
+    return _elementwise("exp_nonpositive", x)
+
+
 def vector_log(x):
     """log of a float32 array with the kernels' vectorized log."""
     return _elementwise("log", x)

@@ -1,0 +1,421 @@
+"""Tests of the C backend itself: its exp/log, instruction sets, threads, build.
+
+The generic suite runs the ``c`` backend through the public API; these tests
+cover what is particular to it: the accuracy of the vectorized exp and log in
+ulps over the whole float32 range, every instruction-set build the CPU can run
+(compared with tests/reference.py), 256k-long rows, the row-splitting thread
+pool, the sanitizer build of the C test driver, and the fallback when the
+extension is missing.
+"""
+
+import concurrent.futures
+import importlib.util
+import multiprocessing
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+import pytest
+
+import fastsoftmax
+import reference
+
+c_backend = pytest.importorskip("fastsoftmax._backends.c_backend")
+if c_backend.lib is None:
+    pytest.fail("the C extension is not built: " + c_backend.availability()[1], pytrace=False)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SRC_C = ROOT / "src_c"
+LEVELS = c_backend.ISA_LEVELS[: c_backend.ISA_LEVELS.index(c_backend.supported_isa()) + 1]
+
+
+@pytest.fixture(params=LEVELS)
+def isa(request):
+    """Each instruction set this CPU runs, made the one the kernels use."""
+    with c_backend.limit_isa(request.param) as name:
+        assert name == request.param
+        yield name
+
+
+def _float32_samples(stride):
+    """Every `stride`-th float32 bit pattern (negatives, subnormals, inf, NaN included)."""
+    bits = np.arange(0, 2**32, stride, dtype=np.uint64).astype(np.uint32)
+    return bits.view(np.float32)
+
+
+def _ulp_errors_f32(got, exact):
+    """|got - exact| in units of the float32 spacing at the correctly rounded result."""
+    rounded = exact.astype(np.float32)
+    spacing = np.spacing(np.abs(rounded)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - exact) / np.maximum(spacing, 2.0**-149)
+
+
+def _check_specials(got, exact, dtype):
+    """NaN where the exact result is NaN; 0 and inf exactly where the rounded result is."""
+    rounded = exact.astype(dtype)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(exact))
+    extreme = np.isinf(rounded) | (rounded == 0)
+    np.testing.assert_array_equal(got[extreme], rounded[extreme])
+    return np.isfinite(rounded) & (rounded != 0)
+
+
+# Over these many samples (2**32 / 257: about 16.7M float32 values) the largest
+# error seen is 0.89 ulp for exp and 0.82 ulp for log; exhaustive runs over all
+# 2**32 inputs agree.
+SAMPLE_STRIDE = 257
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_exp_float32_within_one_ulp_over_the_whole_range(isa):
+    x = _float32_samples(SAMPLE_STRIDE)
+    exact = np.exp(x.astype(np.float64))
+    got = c_backend.vector_exp(x)
+    normal = _check_specials(got, exact, np.float32)
+    assert _ulp_errors_f32(got[normal], exact[normal]).max() < 1.0
+    # the variant the kernels apply to x - max(x), over its domain x <= 0
+    nonpositive = ~(x > 0)
+    got = c_backend.vector_exp_nonpositive(x[nonpositive])
+    normal = _check_specials(got, exact[nonpositive], np.float32)
+    assert _ulp_errors_f32(got[normal], exact[nonpositive][normal]).max() < 1.0
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_log_float32_within_one_ulp_over_the_whole_range(isa):
+    x = _float32_samples(SAMPLE_STRIDE)
+    exact = np.log(x.astype(np.float64))
+    got = c_backend.vector_log(x)
+    normal = _check_specials(got, exact, np.float32)
+    assert _ulp_errors_f32(got[normal], exact[normal]).max() < 1.0
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_exp_float64_within_one_ulp(isa):
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            rng.uniform(-750, 712, 1_000_000),
+            rng.uniform(-1, 1, 200_000),
+            [-np.inf, np.inf, np.nan, 0.0, -745.1, -745.2, 709.78, 709.79, -708.4],
+        ]
+    )
+    exact = np.exp(x.astype(np.longdouble))
+    for got, keep in ((c_backend.vector_exp(x), slice(None)),
+                      (c_backend.vector_exp_nonpositive(x[~(x > 0)]), ~(x > 0))):
+        want = exact[keep]
+        normal = _check_specials(got, want, np.float64)
+        rounded = want[normal].astype(np.float64)
+        spacing = np.maximum(np.spacing(np.abs(rounded)), 2.0**-1074).astype(np.longdouble)
+        errors = np.abs(got[normal].astype(np.longdouble) - want[normal]) / spacing
+        assert errors.max() < 1.0
+
+
+def _special_rows(dtype, n_cols):
+    rng = np.random.default_rng(n_cols)
+    x = (rng.standard_normal((9, n_cols)) * 4).astype(dtype)
+    x[1, n_cols // 2] = np.nan
+    x[2, -1] = np.inf
+    x[3] = -np.inf
+    x[4, ::2] = -np.inf
+    x[5, 0], x[5, -1] = np.inf, np.nan
+    # huge logits of both signs: x - max(x) overflows unless computed with care
+    # (half the largest double, so that the float64 reference itself does not overflow)
+    huge = np.finfo(dtype).max if dtype == np.float32 else np.finfo(dtype).max / 2
+    x[6] = huge
+    x[6, ::3] = -huge
+    return x
+
+
+def _check_probabilities(got, want, dtype):
+    """The contract's accuracy bound (DESIGN.md), with exact zeros and NaN rows."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got[want == 0], 0)
+    if dtype == np.float32:
+        big = want > 1e-30
+        bound = 1e-6 + 1.2e-7 * np.abs(np.log(want[big]))
+        assert np.all(np.abs(got[big] - want[big]) <= bound * want[big])
+        assert np.all(np.abs(got[~big & (want >= 0)] - want[~big & (want >= 0)]) <= 1e-30)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300)
+
+
+def _check_log_probabilities(got, want, dtype):
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    with np.errstate(over="ignore"):
+        rounded = want.astype(dtype)
+    infinite = np.isinf(rounded)
+    np.testing.assert_array_equal(got[infinite], rounded[infinite])
+    small = np.abs(want) < 100
+    if dtype == np.float32:
+        np.testing.assert_allclose(got[small], want[small], rtol=0, atol=1e-5)
+    else:
+        np.testing.assert_allclose(got[small], want[small], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_cols", [1, 3, 17, 64, 65, 1025, 3000])
+def test_every_instruction_set_matches_the_reference(isa, dtype, n_cols):
+    x = _special_rows(dtype, n_cols)
+    for temperature in (1.0, 0.3, 7.0):
+        with np.errstate(over="ignore"):  # the reference overflows where the result does
+            want_p = reference.softmax(x, temperature)
+            want_logp = reference.log_softmax(x, temperature)
+        _check_probabilities(
+            fastsoftmax.softmax(x, temperature=temperature, backend="c"), want_p, dtype
+        )
+        _check_log_probabilities(
+            fastsoftmax.log_softmax(x, temperature=temperature, backend="c"), want_logp, dtype
+        )
+    with np.errstate(over="ignore"):
+        want = reference.logsumexp(x).astype(dtype)
+    np.testing.assert_allclose(
+        fastsoftmax.logsumexp(x, backend="c"), want, rtol=2e-7 if dtype == np.float32 else 1e-14
+    )
+    k = min(n_cols, 4)
+    probs, index = fastsoftmax.softmax_topk(x, k, backend="c")
+    want_probs, want_index = reference.softmax_topk(x, k)
+    np.testing.assert_array_equal(index, want_index)
+    _check_probabilities(probs, want_probs, dtype)
+    plain = x[[0, 4, 7, 8]]
+    target = np.arange(4) % n_cols
+    loss, grad = fastsoftmax.cross_entropy(
+        plain, target, label_smoothing=0.1, z_loss=1e-3, return_grad=True, backend="c"
+    )
+    want_loss, want_grad = reference.cross_entropy(plain, target, label_smoothing=0.1, z_loss=1e-3)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, want_loss, rtol=rtol)
+    np.testing.assert_allclose(grad, want_grad, rtol=rtol * 10, atol=rtol / 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_of_256k_meet_the_accuracy_bound(isa, dtype):
+    x = (np.random.default_rng(1).standard_normal((2, 256_000)) * 2).astype(dtype)
+    x[1, :1000] += 9  # a row whose mass sits in a few classes
+    _check_probabilities(fastsoftmax.softmax(x, backend="c"), reference.softmax(x), dtype)
+    _check_log_probabilities(
+        fastsoftmax.log_softmax(x, backend="c"), reference.log_softmax(x), dtype
+    )
+    rtol = 1e-7 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(fastsoftmax.logsumexp(x, backend="c"), reference.logsumexp(x), rtol=rtol)
+
+
+# ---------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def threads():
+    """Set the thread count for one test and restore it afterwards."""
+    previous = fastsoftmax.get_num_threads()
+    yield fastsoftmax.set_num_threads
+    fastsoftmax.set_num_threads(previous)
+
+
+def test_rows_are_split_into_one_range_per_thread(threads):
+    big = 64 * c_backend.MIN_ELEMENTS_PER_THREAD
+    for n in (1, 2, 3, 5):
+        threads(n)
+        ranges = []
+        c_backend._run(lambda start, stop: ranges.append((start, stop)), 1000, big)
+        assert sorted(ranges) == [(1000 * i // n, 1000 * (i + 1) // n) for i in range(n)]
+
+
+def test_small_inputs_stay_on_one_thread(threads):
+    threads(8)
+    assert c_backend.thread_count(10_000, c_backend.MIN_ELEMENTS_PER_THREAD) == 1
+    assert c_backend.thread_count(3, 10**9) == 3  # never more threads than rows
+    assert c_backend.thread_count(10**6, 10**9) == 8
+
+
+@pytest.mark.parametrize("n_cols", [10, 1000])
+def test_thread_count_does_not_change_results(threads, n_cols):
+    x = np.random.default_rng(2).standard_normal((40_000, n_cols)).astype(np.float32)
+    x = x[:, : n_cols - 1] if n_cols > 10 else x  # a row stride that is not the row length
+    target = np.arange(len(x)) % x.shape[1]
+    results = []
+    for n in (1, 2, 3, 7):
+        threads(n)
+        results.append(
+            (
+                fastsoftmax.softmax(x, backend="c"),
+                fastsoftmax.log_softmax(x, backend="c"),
+                fastsoftmax.logsumexp(x, backend="c"),
+                fastsoftmax.cross_entropy(x, target, return_grad=True, reduction="none", backend="c"),
+                fastsoftmax.softmax_topk(x, 3, backend="c"),
+            )
+        )
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+                np.testing.assert_array_equal(u, v)
+
+
+def test_calls_from_many_python_threads_at_once(threads):
+    threads(2)
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal((3000 + 7 * i, 97)).astype(np.float32) for i in range(16)]
+    wanted = [reference.softmax(x) for x in inputs]
+
+    def work(i):
+        for _ in range(5):
+            got = fastsoftmax.softmax(inputs[i], backend="c")
+            _check_probabilities(got, wanted[i], np.float32)
+        return i
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        assert sorted(pool.map(work, range(16))) == list(range(16))
+
+
+def _softmax_in_child(queue):
+    fastsoftmax.set_num_threads(2)
+    x = np.ones((4096, 300), dtype=np.float32)
+    queue.put(float(fastsoftmax.softmax(x, backend="c").sum()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+def test_forked_children_can_use_threads(threads):
+    threads(2)
+    x = np.ones((4096, 300), dtype=np.float32)
+    fastsoftmax.softmax(x, backend="c")  # the parent's pool now exists
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_softmax_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0, "the forked child hung or failed"
+    assert queue.get(timeout=5) == pytest.approx(4096)
+
+
+# ---------------------------------------------------------------------------
+# Build: sanitizers, portability, the missing-extension fallback
+# ---------------------------------------------------------------------------
+
+
+def _build_flags():
+    spec = importlib.util.spec_from_file_location("build_ffi", SRC_C / "build_ffi.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _c_compiler():
+    configured = (sysconfig.get_config_var("CC") or "").split()
+    for candidate in (configured[:1] or []) + ["gcc", "cc"]:
+        if shutil.which(candidate):
+            return candidate
+    return None
+
+
+@pytest.mark.slow
+def test_kernels_pass_the_c_tests_under_address_and_undefined_sanitizers(tmp_path):
+    compiler = _c_compiler()
+    if compiler is None:
+        pytest.skip("no C compiler on PATH")
+    build = _build_flags()
+    # -O2 keeps the vectorized block loops while halving the instrumented build time
+    flags = [f for f in build.GNU_FLAGS if not f.startswith("-O")] + [
+        "-O2",
+        "-g",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer",
+        f"-I{SRC_C}",
+    ]
+    sources = [SRC_C / name for name in build.SOURCES] + [SRC_C / "tests" / "test_kernels.c"]
+    compiles = [
+        subprocess.Popen(
+            [compiler, *flags, "-c", str(source), "-o", str(tmp_path / (source.stem + ".o"))],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for source in sources
+    ]
+    for process in compiles:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output
+    program = tmp_path / "test_kernels"
+    subprocess.run(
+        [compiler, "-fsanitize=address,undefined", *map(str, tmp_path.glob("*.o")), "-lm",
+         "-o", str(program)],
+        check=True,
+    )
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1")
+    result = subprocess.run([str(program)], capture_output=True, text=True, timeout=600, env=env)
+    report = result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.returncode == 0, report
+    assert result.stdout.rstrip().splitlines()[-1].startswith("OK: 0 failures"), report
+
+
+def test_build_flags_are_portable():
+    build = _build_flags()
+    for flag in build.GNU_FLAGS + build.MSVC_FLAGS:
+        assert "march" not in flag and "mtune" not in flag and "fast-math" not in flag
+        assert flag not in ("-Ofast", "-ffinite-math-only", "-fno-signed-zeros")
+
+
+def _cpu_flags():
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def test_runtime_dispatch_picks_the_best_instruction_set_of_this_cpu():
+    flags = _cpu_flags()
+    if flags is None or sysconfig.get_platform().split("-")[-1] not in ("x86_64", "amd64"):
+        pytest.skip("instruction-set detection is checked on x86-64 Linux")
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx2", "fma"} <= flags:
+        expected = "avx512"
+    elif {"avx2", "fma"} <= flags:
+        expected = "avx2"
+    else:
+        expected = "baseline"
+    assert c_backend.supported_isa() == expected
+    assert fastsoftmax.backends()["c"].version.endswith(f"({c_backend.isa()})")
+
+
+def test_extension_holds_avx2_and_avx512_code():
+    objdump = shutil.which("objdump")
+    if objdump is None or sysconfig.get_platform().split("-")[-1] not in ("x86_64", "amd64"):
+        pytest.skip("needs objdump on x86-64")
+    from fastsoftmax import _fastsoftmax_c
+
+    listing = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", _fastsoftmax_c.__file__],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "vfmadd" in listing and "%ymm" in listing  # the AVX2 + FMA build
+    assert "%zmm" in listing  # the AVX-512 build
+
+
+def test_package_imports_and_reports_c_unavailable_without_the_extension():
+    script = (
+        "import sys\n"
+        "sys.modules['fastsoftmax._fastsoftmax_c'] = None  # as if it was never built\n"
+        "import numpy as np, fastsoftmax\n"
+        "info = fastsoftmax.backends()['c']\n"
+        "assert not info.available and 'C compiler' in info.reason, info\n"
+        "try:\n"
+        "    fastsoftmax.softmax(np.zeros(3), backend='c')\n"
+        "except RuntimeError as exc:\n"
+        "    assert 'not available' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('backend c ran without its extension')\n"
+        "print(fastsoftmax.softmax(np.zeros(2)))\n"
+    )
+    env = dict(os.environ, FASTSOFTMAX_BACKEND="")
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[0.5 0.5]" in result.stdout
