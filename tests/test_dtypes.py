@@ -218,12 +218,33 @@ def test_cross_entropy_dtypes(backend, in_dtype, out_dtype, reduction):
 
 
 def test_bfloat16_is_computed_in_float32(backend):
+    # Runs where ml_dtypes is installed (it is optional, like bfloat16 itself).
     ml_dtypes = pytest.importorskip("ml_dtypes")
     bf16 = np.dtype(ml_dtypes.bfloat16)
     x = sample(backend, np.float32).astype(bf16)
-    for op, call in UNARY_OPS.items():
-        result = call(x, backend=backend)
-        assert result.dtype == bf16
-        computed = call(x.astype(np.float32), backend=backend).astype(np.float64)
+    x32 = x.astype(np.float32)
+
+    def close(result, computed):
         # bfloat16 keeps 8 bits: the float32 result rounded once is within 2**-9.
-        np.testing.assert_allclose(result.astype(np.float64), computed, rtol=2.0**-8, atol=1e-30)
+        assert result.dtype == bf16
+        np.testing.assert_allclose(
+            result.astype(np.float64), computed.astype(np.float64), rtol=2.0**-8, atol=1e-6
+        )
+
+    for call in UNARY_OPS.values():
+        close(call(x, backend=backend), call(x32, backend=backend))
+    probs, index = fastsoftmax.softmax_topk(x, 2, backend=backend)
+    probs32, index32 = fastsoftmax.softmax_topk(x32, 2, backend=backend)
+    close(probs, probs32)
+    np.testing.assert_array_equal(index, index32)
+    y = fastsoftmax.softmax(x, backend=backend)
+    close(
+        fastsoftmax.softmax_backward(x, y, backend=backend),
+        fastsoftmax.softmax_backward(x32, y.astype(np.float32), backend=backend),
+    )
+    target = np.arange(len(x)) % x.shape[1]
+    loss, grad = fastsoftmax.cross_entropy(x, target, return_grad=True, backend=backend)
+    loss32, grad32 = fastsoftmax.cross_entropy(x32, target, return_grad=True, backend=backend)
+    assert type(loss) is bf16.type
+    close(np.asarray(loss), np.asarray(loss32))
+    close(grad, grad32)
