@@ -453,7 +453,7 @@ def test_every_op_from_eight_threads_at_once(backend, width):
 
 
 def test_workqueue_layer_is_guarded(tmp_path):
-    """Numba's workqueue layer aborts on concurrent parallel calls; ours serialize them."""
+    """Numba's workqueue layer aborts on overlapping parallel regions; ours never overlap."""
     out = run_python(
         """
         import threading
@@ -511,3 +511,31 @@ def test_parallel_calls_leave_the_callers_numba_thread_count_alone():
         fastsoftmax.set_num_threads(previous)
     assert numba.get_num_threads() == before
     np.testing.assert_array_equal(one, many)
+
+
+def test_one_call_at_a_time_uses_the_threads(monkeypatch):
+    """A call that finds the threads busy runs on its own thread, same result."""
+    from fastsoftmax._backends import numba_parallel_backend as backend
+
+    x = logits((1000, 100), np.float32)  # 100k elements: big enough for threads
+    expected = fastsoftmax.softmax(x, backend="numba")
+    driver = backend.parallel.softmax
+    launched = []
+
+    def spy(*args):
+        launched.append(threading.get_ident())
+        return driver(*args)
+
+    monkeypatch.setattr(backend.parallel, "softmax", spy)
+    previous = fastsoftmax.get_num_threads()
+    try:
+        fastsoftmax.set_num_threads(2)
+        with backend._threads_busy:
+            busy = fastsoftmax.softmax(x, backend="numba-parallel")
+        np.testing.assert_array_equal(busy, expected)
+        assert launched == []
+        got = fastsoftmax.softmax(x, backend="numba-parallel")
+    finally:
+        fastsoftmax.set_num_threads(previous)
+    assert len(launched) == (1 if backend.numba.config.NUMBA_NUM_THREADS > 1 else 0)
+    assert_matches_reference(got, reference.softmax(x), "probability")

@@ -6,11 +6,19 @@ serial kernel (``parallel=True`` drivers with ``prange``). The thread count is
 pool size (``NUMBA_NUM_THREADS``); calls below `PARALLEL_MIN_ELEMENTS`
 elements stay on the calling thread.
 
-Thread safety: Numba's ``omp`` and ``tbb`` threading layers accept parallel
-calls from many threads at once, its ``workqueue`` layer aborts the process.
-This module never chooses a layer (that would be a process-wide setting of the
-host application); it asks Numba which one is active and, if it is
-``workqueue``, lets one parallel call run at a time.
+One call at a time uses the threads: a call that finds them busy (another
+Python thread's call, say from Dask's threaded scheduler) runs on its own
+thread instead of queueing or stacking a second team of threads on the same
+cores. That also makes concurrent calls safe under Numba's ``workqueue``
+threading layer, which aborts the process when two parallel regions overlap;
+``omp`` and ``tbb`` accept them. This module never chooses a layer: that is a
+process-wide setting of the host application.
+
+Numba's default layer here is OpenMP, whose idle threads spin. On a machine
+whose cores are all busy with other work, a spinning thread waits for the
+scheduler and a call can take milliseconds instead of microseconds; setting
+``OMP_WAIT_POLICY=passive`` in the environment (before the first parallel
+call), or ``fastsoftmax.set_num_threads(1)``, avoids that.
 """
 
 import threading
@@ -21,12 +29,14 @@ from .._threads import get_num_threads
 from ._numba import kernels, parallel
 from ._numba.protocol import Protocol
 
-# Below this many elements a call stays serial: starting the threads costs
-# more than they save there.
+# Below this many elements a call stays on the calling thread. Measured with
+# ``python -m fastsoftmax._backends._numba.measure threads`` (float32, best of
+# 100 runs, 2-core AMD EPYC): two threads take 1.2-1.3x less time than one at
+# 16k elements (rows of 128), 1.5-1.6x at 32k, 1.65-1.8x at 64k (rows of 128
+# and 1000), 1.9-2.0x from 512k (rows of 10 too); at 8k they gain nothing.
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
-_workqueue_lock = threading.Lock()
-_layer_threadsafe = None  # known once Numba has started its thread pool
+_threads_busy = threading.Lock()
 
 
 def availability():
@@ -40,27 +50,21 @@ def _threads_for(x):
 
 
 def _run(name, x, args):
-    global _layer_threadsafe
     n_threads = _threads_for(x)
-    if n_threads == 1:
-        getattr(kernels, name)(*args, 0, x.shape[0])
+    if n_threads > 1 and _threads_busy.acquire(blocking=False):
+        try:
+            # Numba's thread count belongs to the calling thread; the caller's
+            # own setting is put back afterwards.
+            previous = numba.get_num_threads()
+            numba.set_num_threads(n_threads)
+            try:
+                getattr(parallel, name)(*args, n_threads)
+            finally:
+                numba.set_num_threads(previous)
+        finally:
+            _threads_busy.release()
         return
-    driver = getattr(parallel, name)
-    # Numba's thread count belongs to the calling thread (it starts the thread
-    # pool, after which the threading layer is known); the caller's own
-    # setting is put back afterwards.
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    try:
-        if _layer_threadsafe is None:
-            _layer_threadsafe = numba.threading_layer() != "workqueue"
-        if _layer_threadsafe:
-            driver(*args, n_threads)
-        else:
-            with _workqueue_lock:
-                driver(*args, n_threads)
-    finally:
-        numba.set_num_threads(previous)
+    getattr(kernels, name)(*args, 0, x.shape[0])
 
 
 Protocol(_run).export(globals())
