@@ -2,11 +2,12 @@
 
 The row is read once, a block at a time: each block updates the running
 log-sum-exp and then, unless its maximum is no better than the worst value
-kept, is searched for candidates. The k best logits live in a binary heap
-inside the output row itself (values in the probability row, class indices in
-the index row), worst at the root. Order: larger logit
-first, equal logits by lower index. Finally the heap is sorted and the logits
-are turned into probabilities.
+kept, is searched for candidates, ``SCAN`` elements at a time. The k best
+logits live in a binary heap inside the output row itself (values in the
+probability row, class indices in the index row), worst at the root; entries
+move along a hole rather than by swaps. Order: larger logit first, equal
+logits by lower index. Finally the heap is sorted and the logits are turned
+into probabilities.
 """
 
 import numpy as np
@@ -15,44 +16,48 @@ from . import rows
 from .elementary import exp_nonpositive
 from .jit import helper
 
-
-@helper
-def worse(values, index, a, b):
-    """True when heap entry `a` ranks below entry `b`."""
-    va, vb = values[a], values[b]
-    return va < vb or (va == vb and index[a] > index[b])
+# Within a block whose maximum beats the worst value kept, stretches of this
+# many elements are scanned one by one only when their own maximum does too.
+SCAN = 256
 
 
 @helper
-def swap(values, index, a, b):
-    values[a], values[b] = values[b], values[a]
-    index[a], index[b] = index[b], index[a]
+def worse(va, ia, vb, ib):
+    """True when logit `va` at index `ia` ranks below logit `vb` at index `ib`."""
+    return va < vb or (va == vb and ia > ib)
 
 
 @helper
-def sift_up(values, index, pos):
-    """Restore the heap above `pos` after an entry was placed there."""
+def sift_up(values, index, pos, v, i):
+    """Place entry ``(v, i)`` at `pos` or above, moving worse-ranked parents down."""
     while pos > 0:
         parent = (pos - 1) // 2
-        if not worse(values, index, pos, parent):
+        if not worse(v, i, values[parent], index[parent]):
             break
-        swap(values, index, pos, parent)
+        values[pos] = values[parent]
+        index[pos] = index[parent]
         pos = parent
+    values[pos] = v
+    index[pos] = i
 
 
 @helper
-def sift_down(values, index, pos, size):
-    """Restore the heap below `pos` among the first `size` entries."""
+def sift_down(values, index, size, pos, v, i):
+    """Place entry ``(v, i)`` at `pos` or below among the first `size` entries."""
     while True:
         child = 2 * pos + 1
         if child >= size:
             break
-        if child + 1 < size and worse(values, index, child + 1, child):
-            child += 1
-        if not worse(values, index, child, pos):
+        right = child + 1
+        if right < size and worse(values[right], index[right], values[child], index[child]):
+            child = right
+        if not worse(values[child], index[child], v, i):
             break
-        swap(values, index, pos, child)
+        values[pos] = values[child]
+        index[pos] = index[child]
         pos = child
+    values[pos] = v
+    index[pos] = i
 
 
 @helper
@@ -65,9 +70,7 @@ def offer(x, first, last, values, index):
     for j in range(first, last):
         v = x[np.uint64(j)]  # unsigned: no negative-index wraparound
         if v > values[0]:
-            values[0] = v
-            index[0] = j
-            sift_down(values, index, 0, k)
+            sift_down(values, index, k, 0, v, j)
 
 
 @helper
@@ -76,24 +79,27 @@ def softmax_topk(x, t, values, index):
     n = x.shape[0]
     k = values.shape[0]
     for j in range(k):  # the first k elements fill the heap
-        values[j] = x[j]
-        index[j] = j
-        sift_up(values, index, j)
+        sift_up(values, index, j, x[j], j)
     m = x.dtype.type(-np.inf)
     s = 0.0
     for start in range(0, n, rows.BLOCK):
         stop = min(start + rows.BLOCK, n)
         m, s, block_max = rows.lse_update(x[start:stop], m, s, t)
-        if block_max > values[0]:
-            offer(x, max(start, k), stop, values, index)
+        if not block_max > values[0]:
+            continue
+        for first in range(max(start, k), stop, SCAN):
+            last = min(first + SCAN, stop)
+            if rows.row_max(x[first:last]) > values[0]:
+                offer(x, first, last, values, index)
     if not np.isfinite(m):  # NaN, +inf or only -inf: the softmax is NaN
         for i in range(k):
             values[i] = np.nan
             index[i] = i
         return
-    for end in range(k - 1, 0, -1):
-        swap(values, index, 0, end)
-        sift_down(values, index, 0, end)
+    for end in range(k - 1, 0, -1):  # heap sort: the worst goes last
+        v, i = values[end], index[end]
+        values[end], index[end] = values[0], index[0]
+        sift_down(values, index, end, 0, v, i)
     scale = x.dtype.type(1.0 / s)
     for i in range(k):
         values[i] = exp_nonpositive((values[i] - m) * t) * scale
