@@ -102,16 +102,18 @@ def limit_isa(name):
 class _Rows:
     """A ``(rows, C)`` or ``(rows,)`` array seen as a C pointer moved row by row."""
 
-    __slots__ = ("c_type", "address", "step", "stride")
+    __slots__ = ("pointer", "stride")
 
     def __init__(self, array):
-        self.c_type = _C_TYPES[array.dtype][0]
-        self.address = array.ctypes.data
-        self.step = array.strides[0] if array.ndim and array.shape[0] > 1 else 0
-        self.stride = self.step // array.itemsize
+        c_type = _C_TYPES[array.dtype][0]
+        if array.flags.c_contiguous:  # the fast way to an address (and keeps `array` alive)
+            self.pointer = ffi.cast(c_type, ffi.from_buffer(array))
+        else:
+            self.pointer = ffi.cast(c_type, array.ctypes.data)
+        self.stride = array.strides[0] // array.itemsize if array.shape[0] > 1 else 0
 
     def at(self, row):
-        return ffi.cast(self.c_type, self.address + row * self.step)
+        return self.pointer + row * self.stride
 
 
 def _function(op, dtype):
@@ -243,7 +245,7 @@ def cross_entropy(
     )
     z, loss = _Rows(logits), _Rows(loss_out)
     t = _Rows(target)
-    w = ffi.NULL if weight is None else ffi.cast(_C_TYPES[weight.dtype][0], weight.ctypes.data)
+    w = ffi.NULL if weight is None else _Rows(weight).pointer
     g = None if grad_out is None else _Rows(grad_out)
     n_rows, n_cols = logits.shape
     probabilities = target.ndim == 2
