@@ -1,7 +1,9 @@
 """Peak resident memory of the calls that allocate their result.
 
-asv reports the process's peak RSS, which includes the interpreter and the
-inputs; compare implementations with each other. With ``out=`` fastsoftmax
+asv reports the process's peak RSS, which includes the interpreter, the inputs
+and whatever each implementation loads (Numba with LLVM adds about 125 MB,
+PyTorch more): track one implementation across commits, and read differences
+between implementations with that in mind. With ``out=`` fastsoftmax
 allocates nothing the size of the input, so only the allocating calls are here:
 softmax, and cross_entropy with its gradient. Host memory only: the cuda
 backend is not measured.
