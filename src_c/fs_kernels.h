@@ -26,10 +26,10 @@
  * maximum, then its exponentials against the running maximum, the sum
  * rescaled when the maximum grows, so the row is read from memory once.
  *
- * Special rows. The maximum propagates NaN, so a row's maximum alone says
- * whether it is special: NaN (a NaN somewhere), +inf (an +inf and no NaN),
- * -inf (only -inf), else finite. Finite rows take the fast path; the others
- * get the contract's NaN row (or NaN/inf/-inf for logsumexp).
+ * Special rows. Maxima skip NaN (one maxps each); a NaN still makes the sum
+ * of exponentials NaN, so a row is usable exactly when its maximum is finite
+ * and its sum is not NaN. The others get the contract's NaN row; logsumexp
+ * looks for a NaN only in rows whose maximum is infinite.
  */
 
 #define FS_CAT_(a, b) a##_##b
@@ -37,7 +37,12 @@
 #define F(name) FS_CAT(name, SFX)
 
 #define VEC (FS_VECTOR_BYTES / (int)sizeof(REAL))
-#define LANES (4 * VEC)
+/*
+ * Lanes of the main blocks: four SIMD registers, and at least 32 elements.
+ * GCC unrolls loops of 16 or fewer iterations completely and then often fails
+ * to vectorize the exp; longer loops go through its loop vectorizer.
+ */
+#define LANES (4 * VEC < 32 ? 32 : 4 * VEC)
 #define CHUNK 1024
 #define SHORT_COLS 64
 /* rows per tile: eight SIMD registers of lanes, within a 16 KiB stack tile */
@@ -109,10 +114,10 @@ static inline REAL F(scaled_gap)(REAL x, REAL half_m, F(factor) t, REAL c)
     return d * (2 * t.hi) + (d * (2 * t.lo) - c);
 }
 
-/* v = the first n (< VEC) elements of x, padded to VEC with `pad`. */
+/* v = the first n (< LANES) elements of x, padded to LANES with `pad`. */
 static inline void F(load_tail)(REAL *v, const REAL *x, int64_t n, REAL pad)
 {
-    for (int l = 0; l < VEC; l++)
+    for (int l = 0; l < LANES; l++)
         v[l] = pad;
     for (int64_t l = 0; l < n; l++)
         v[l] = x[l];
@@ -124,11 +129,12 @@ static inline void F(store_tail)(REAL *out, const REAL *v, int64_t n)
         out[l] = v[l];
 }
 
-/* Sum of the LANES partial sums: the four vectors pairwise, then one vector's lanes. */
+/* Sum of the LANES partial sums: the vectors into one, then its lanes in double. */
 static inline double F(lanes_sum)(REAL *acc)
 {
-    for (int l = 0; l < VEC; l++)
-        acc[l] = (acc[l] + acc[l + VEC]) + (acc[l + 2 * VEC] + acc[l + 3 * VEC]);
+    for (int k = 1; k < LANES / VEC; k++)
+        for (int l = 0; l < VEC; l++)
+            acc[l] += acc[l + k * VEC];
     double s = 0.0;
     for (int l = 0; l < VEC; l++)
         s += acc[l];
@@ -137,9 +143,9 @@ static inline double F(lanes_sum)(REAL *acc)
 
 static inline REAL F(lanes_max)(REAL *acc)
 {
-    for (int l = 0; l < VEC; l++)
-        acc[l] = F(max_of)(F(max_of)(acc[l], acc[l + VEC]),
-                           F(max_of)(acc[l + 2 * VEC], acc[l + 3 * VEC]));
+    for (int k = 1; k < LANES / VEC; k++)
+        for (int l = 0; l < VEC; l++)
+            acc[l] = F(max_of)(acc[l], acc[l + k * VEC]);
     REAL m = acc[0];
     for (int l = 1; l < VEC; l++)
         m = F(max_of)(m, acc[l]);
@@ -153,64 +159,68 @@ static void F(fill)(REAL *out, int64_t n, REAL value)
 }
 
 /*
- * Each operation below is written once as a *block* function over `width`
- * elements (LANES or VEC, a constant once inlined) and driven the same way:
- * blocks of LANES, then of VEC, then the last partial vector padded to VEC
- * with a value that leaves the result alone.
+ * Each operation below is written once as a *block* function over LANES
+ * elements and driven the same way: whole blocks, then the last partial
+ * block. Rows of at least LANES elements end with an overlapping block, the
+ * last LANES elements, whose first `skip` lanes are left out of sums (maps
+ * compute it before the other blocks, so it reads the input even in place,
+ * and store it last: its overlap holds the values already written). Shorter
+ * rows copy their elements into a local block padded with a value that
+ * leaves the result alone.
  */
 
 /* ------------------------------------------------------------------ */
 /* Row reductions                                                      */
 /* ------------------------------------------------------------------ */
 
-static inline void F(max_block)(REAL *acc, const REAL *x, int width)
+static inline void F(max_block)(REAL *acc, const REAL *x)
 {
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         acc[l] = F(max_of)(acc[l], x[l]);
 }
 
 /* Maximum of x[0..n), skipping NaN (-inf if there is nothing else). */
 static REAL F(row_max)(const REAL *x, int64_t n)
 {
-    REAL acc[LANES], v[VEC];
+    REAL acc[LANES], v[LANES];
     for (int l = 0; l < LANES; l++)
         acc[l] = -INFINITY;
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        F(max_block)(acc, x + i, LANES);
-    for (; i + VEC <= n; i += VEC)
-        F(max_block)(acc, x + i, VEC);
-    if (i < n) {
+        F(max_block)(acc, x + i);
+    if (i < n && n >= LANES) {
+        F(max_block)(acc, x + n - LANES); /* overlapping: a maximum does not mind */
+    } else if (i < n) {
         F(load_tail)(v, x + i, n - i, -INFINITY);
-        F(max_block)(acc, v, VEC);
+        F(max_block)(acc, v);
     }
     return F(lanes_max)(acc);
 }
 
-static inline void F(sum_exp_block)(REAL *acc, const REAL *x, int width, REAL m, F(factor) t)
+static inline void F(sum_exp_block)(REAL *acc, const REAL *x, REAL m, F(factor) t, int skip)
 {
     if (F(is_one)(t))
-        for (int l = 0; l < width; l++)
-            acc[l] += EXP(x[l] - m);
+        for (int l = 0; l < LANES; l++)
+            acc[l] += l >= skip ? EXP(x[l] - m) : 0;
     else
-        for (int l = 0; l < width; l++)
-            acc[l] += EXP(F(scaled_gap)(x[l], m * (REAL)0.5, t, 0));
+        for (int l = 0; l < LANES; l++)
+            acc[l] += l >= skip ? EXP(F(scaled_gap)(x[l], m * (REAL)0.5, t, 0)) : 0;
 }
 
 /* Sum of exp((x - m) * t) over at most CHUNK elements. */
 static double F(chunk_sum_exp)(const REAL *x, int64_t n, REAL m, F(factor) t)
 {
-    REAL acc[LANES], v[VEC];
+    REAL acc[LANES], v[LANES];
     for (int l = 0; l < LANES; l++)
         acc[l] = 0;
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        F(sum_exp_block)(acc, x + i, LANES, m, t);
-    for (; i + VEC <= n; i += VEC)
-        F(sum_exp_block)(acc, x + i, VEC, m, t);
-    if (i < n) {
+        F(sum_exp_block)(acc, x + i, m, t, 0);
+    if (i < n && n >= LANES) {
+        F(sum_exp_block)(acc, x + n - LANES, m, t, (int)(LANES - (n - i)));
+    } else if (i < n) {
         F(load_tail)(v, x + i, n - i, -INFINITY);
-        F(sum_exp_block)(acc, v, VEC, m, t);
+        F(sum_exp_block)(acc, v, m, t, 0);
     }
     return F(lanes_sum)(acc);
 }
@@ -257,9 +267,9 @@ static int F(has_nan)(const REAL *x, int64_t n)
     return found;
 }
 
-static inline void F(dot_block)(REAL *acc, const REAL *a, const REAL *b, int width)
+static inline void F(dot_block)(REAL *acc, const REAL *a, const REAL *b)
 {
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         acc[l] += a[l] * b[l];
 }
 
@@ -267,48 +277,44 @@ static inline void F(dot_block)(REAL *acc, const REAL *a, const REAL *b, int wid
 static double F(row_dot)(const REAL *a, const REAL *b, int64_t n)
 {
     double total = 0.0;
-    REAL acc[LANES], va[VEC], vb[VEC];
+    REAL acc[LANES], va[LANES], vb[LANES];
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
         for (int l = 0; l < LANES; l++)
             acc[l] = 0;
         int64_t i = start;
         for (; i + LANES <= end; i += LANES)
-            F(dot_block)(acc, a + i, b + i, LANES);
-        for (; i + VEC <= end; i += VEC)
-            F(dot_block)(acc, a + i, b + i, VEC);
+            F(dot_block)(acc, a + i, b + i);
         if (i < end) {
             F(load_tail)(va, a + i, end - i, 0);
             F(load_tail)(vb, b + i, end - i, 0);
-            F(dot_block)(acc, va, vb, VEC);
+            F(dot_block)(acc, va, vb);
         }
         total += F(lanes_sum)(acc);
     }
     return total;
 }
 
-static inline void F(sum_block)(REAL *acc, const REAL *a, int width)
+static inline void F(sum_block)(REAL *acc, const REAL *a)
 {
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         acc[l] += a[l];
 }
 
 static double F(row_sum)(const REAL *a, int64_t n)
 {
     double total = 0.0;
-    REAL acc[LANES], v[VEC];
+    REAL acc[LANES], v[LANES];
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
         for (int l = 0; l < LANES; l++)
             acc[l] = 0;
         int64_t i = start;
         for (; i + LANES <= end; i += LANES)
-            F(sum_block)(acc, a + i, LANES);
-        for (; i + VEC <= end; i += VEC)
-            F(sum_block)(acc, a + i, VEC);
+            F(sum_block)(acc, a + i);
         if (i < end) {
             F(load_tail)(v, a + i, end - i, 0);
-            F(sum_block)(acc, v, VEC);
+            F(sum_block)(acc, v);
         }
         total += F(lanes_sum)(acc);
     }
@@ -319,18 +325,18 @@ static double F(row_sum)(const REAL *a, int64_t n)
 /* Row maps (out may be x: each block is read before it is written)    */
 /* ------------------------------------------------------------------ */
 
-static inline void F(exp_sum_block)(REAL *out, REAL *acc, const REAL *x, int width, REAL m,
-                                    F(factor) t)
+static inline void F(exp_sum_block)(REAL *out, REAL *acc, const REAL *x, REAL m,
+                                    F(factor) t, int skip)
 {
     REAL v[LANES];
     if (F(is_one)(t))
-        for (int l = 0; l < width; l++)
+        for (int l = 0; l < LANES; l++)
             v[l] = EXP(x[l] - m);
     else
-        for (int l = 0; l < width; l++)
+        for (int l = 0; l < LANES; l++)
             v[l] = EXP(F(scaled_gap)(x[l], m * (REAL)0.5, t, 0));
-    for (int l = 0; l < width; l++) {
-        acc[l] += v[l];
+    for (int l = 0; l < LANES; l++) {
+        acc[l] += l >= skip ? v[l] : 0;
         out[l] = v[l];
     }
 }
@@ -339,23 +345,30 @@ static inline void F(exp_sum_block)(REAL *out, REAL *acc, const REAL *x, int wid
 static double F(exp_store_sum)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t)
 {
     double total = 0.0;
-    REAL acc[LANES], v[VEC];
+    REAL acc[LANES], last[LANES];
+    int64_t rest = n % LANES;
+    if (rest && n >= LANES) { /* the overlapping last block, before any store */
+        for (int l = 0; l < LANES; l++)
+            acc[l] = 0;
+        F(exp_sum_block)(last, acc, x + n - LANES, m, t, (int)(LANES - rest));
+        total += F(lanes_sum)(acc);
+    }
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
         for (int l = 0; l < LANES; l++)
             acc[l] = 0;
         int64_t i = start;
         for (; i + LANES <= end; i += LANES)
-            F(exp_sum_block)(out + i, acc, x + i, LANES, m, t);
-        for (; i + VEC <= end; i += VEC)
-            F(exp_sum_block)(out + i, acc, x + i, VEC, m, t);
-        if (i < end) {
-            F(load_tail)(v, x + i, end - i, -INFINITY);
-            F(exp_sum_block)(v, acc, v, VEC, m, t);
-            F(store_tail)(out + i, v, end - i);
+            F(exp_sum_block)(out + i, acc, x + i, m, t, 0);
+        if (i < end && n < LANES) {
+            F(load_tail)(last, x + i, end - i, -INFINITY);
+            F(exp_sum_block)(last, acc, last, m, t, 0);
+            F(store_tail)(out + i, last, end - i);
         }
         total += F(lanes_sum)(acc);
     }
+    if (rest && n >= LANES)
+        F(store_tail)(out + n - LANES, last, LANES);
     return total;
 }
 
@@ -365,33 +378,34 @@ static void F(scale_in_place)(REAL *out, int64_t n, REAL c)
         out[i] *= c;
 }
 
-static inline void F(shift_block)(REAL *out, const REAL *x, int width, REAL m, F(factor) t,
-                                  REAL c)
+static inline void F(shift_block)(REAL *out, const REAL *x, REAL m, F(factor) t, REAL c)
 {
     REAL v[LANES];
     if (F(is_one)(t))
-        for (int l = 0; l < width; l++)
+        for (int l = 0; l < LANES; l++)
             v[l] = (x[l] - m) - c;
     else
-        for (int l = 0; l < width; l++)
+        for (int l = 0; l < LANES; l++)
             v[l] = F(scaled_gap)(x[l], m * (REAL)0.5, t, c);
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         out[l] = v[l];
 }
 
 /* out = (x - m) * t - c */
 static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t, REAL c)
 {
-    REAL v[VEC];
-    int64_t i = 0;
+    REAL last[LANES];
+    int64_t rest = n % LANES, i = 0;
+    if (rest && n >= LANES)
+        F(shift_block)(last, x + n - LANES, m, t, c);
     for (; i + LANES <= n; i += LANES)
-        F(shift_block)(out + i, x + i, LANES, m, t, c);
-    for (; i + VEC <= n; i += VEC)
-        F(shift_block)(out + i, x + i, VEC, m, t, c);
-    if (i < n) {
-        F(load_tail)(v, x + i, n - i, 0);
-        F(shift_block)(v, v, VEC, m, t, c);
-        F(store_tail)(out + i, v, n - i);
+        F(shift_block)(out + i, x + i, m, t, c);
+    if (rest && n >= LANES) {
+        F(store_tail)(out + n - LANES, last, LANES);
+    } else if (rest) {
+        F(load_tail)(last, x + i, n - i, 0);
+        F(shift_block)(last, last, m, t, c);
+        F(store_tail)(out + i, last, n - i);
     }
 }
 
@@ -405,6 +419,7 @@ static void F(tile_load)(REAL tile[][TILE_ROWS], const REAL *x, int64_t stride, 
 {
     for (int64_t r = 0; r < rows; r++) {
         const REAL *row = x + r * stride;
+#pragma GCC unroll 4
         for (int64_t j = 0; j < cols; j++)
             tile[j][r] = row[j];
     }
@@ -419,6 +434,7 @@ static void F(tile_store_scaled)(REAL *out, int64_t stride, REAL tile[][TILE_ROW
 {
     for (int64_t r = 0; r < rows; r++) {
         REAL *row = out + r * stride;
+#pragma GCC unroll 4
         for (int64_t j = 0; j < cols; j++)
             row[j] = tile[j][r] * scale[r];
     }
@@ -429,6 +445,7 @@ static void F(tile_store)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS], int
 {
     for (int64_t r = 0; r < rows; r++) {
         REAL *row = out + r * stride;
+#pragma GCC unroll 4
         for (int64_t j = 0; j < cols; j++)
             row[j] = tile[j][r];
     }
@@ -612,13 +629,12 @@ static void F(logsumexp)(const REAL *x, int64_t x_stride, REAL *out, int64_t row
 /* Backward passes                                                     */
 /* ------------------------------------------------------------------ */
 
-static inline void F(softmax_backward_block)(REAL *out, const REAL *g, const REAL *y,
-                                             int width, REAL dot)
+static inline void F(softmax_backward_block)(REAL *out, const REAL *g, const REAL *y, REAL dot)
 {
     REAL v[LANES];
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         v[l] = y[l] * (g[l] - dot);
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         out[l] = v[l];
 }
 
@@ -626,32 +642,29 @@ static void F(softmax_backward)(const REAL *grad, int64_t grad_stride, const REA
                                 int64_t y_stride, REAL *out, int64_t out_stride, int64_t rows,
                                 int64_t cols)
 {
-    REAL vg[VEC], vy[VEC];
+    REAL vg[LANES], vy[LANES];
     for (int64_t r = 0; r < rows; r++) {
         const REAL *g = grad + r * grad_stride, *p = y + r * y_stride;
         REAL *dest = out + r * out_stride;
         REAL dot = (REAL)F(row_dot)(g, p, cols);
         int64_t i = 0;
         for (; i + LANES <= cols; i += LANES)
-            F(softmax_backward_block)(dest + i, g + i, p + i, LANES, dot);
-        for (; i + VEC <= cols; i += VEC)
-            F(softmax_backward_block)(dest + i, g + i, p + i, VEC, dot);
+            F(softmax_backward_block)(dest + i, g + i, p + i, dot);
         if (i < cols) {
             F(load_tail)(vg, g + i, cols - i, 0);
             F(load_tail)(vy, p + i, cols - i, 0);
-            F(softmax_backward_block)(vg, vg, vy, VEC, dot);
+            F(softmax_backward_block)(vg, vg, vy, dot);
             F(store_tail)(dest + i, vg, cols - i);
         }
     }
 }
 
-static inline void F(log_softmax_backward_block)(REAL *out, const REAL *g, const REAL *logp,
-                                                 int width, REAL total)
+static inline void F(log_softmax_backward_block)(REAL *out, const REAL *g, const REAL *logp, REAL total)
 {
     REAL v[LANES];
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         v[l] = g[l] - EXP_ANY(logp[l]) * total;
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         out[l] = v[l];
 }
 
@@ -659,20 +672,18 @@ static void F(log_softmax_backward)(const REAL *grad, int64_t grad_stride, const
                                     int64_t logp_stride, REAL *out, int64_t out_stride,
                                     int64_t rows, int64_t cols)
 {
-    REAL vg[VEC], vl[VEC];
+    REAL vg[LANES], vl[LANES];
     for (int64_t r = 0; r < rows; r++) {
         const REAL *g = grad + r * grad_stride, *lp = logp + r * logp_stride;
         REAL *dest = out + r * out_stride;
         REAL total = (REAL)F(row_sum)(g, cols);
         int64_t i = 0;
         for (; i + LANES <= cols; i += LANES)
-            F(log_softmax_backward_block)(dest + i, g + i, lp + i, LANES, total);
-        for (; i + VEC <= cols; i += VEC)
-            F(log_softmax_backward_block)(dest + i, g + i, lp + i, VEC, total);
+            F(log_softmax_backward_block)(dest + i, g + i, lp + i, total);
         if (i < cols) {
             F(load_tail)(vg, g + i, cols - i, 0);
             F(load_tail)(vl, lp + i, cols - i, 0);
-            F(log_softmax_backward_block)(vg, vg, vl, VEC, total);
+            F(log_softmax_backward_block)(vg, vg, vl, total);
             F(store_tail)(dest + i, vg, cols - i);
         }
     }
@@ -682,24 +693,24 @@ static void F(log_softmax_backward)(const REAL *grad, int64_t grad_stride, const
 /* Cross-entropy                                                       */
 /* ------------------------------------------------------------------ */
 
-/* The first n weights, or ones (w NULL), padded to VEC with zeros. */
+/* The first n weights, or ones (w NULL), padded to LANES with zeros. */
 static inline void F(load_weights_tail)(REAL *v, const REAL *w, int64_t n)
 {
-    for (int l = 0; l < VEC; l++)
+    for (int l = 0; l < LANES; l++)
         v[l] = l < n ? 1 : 0;
     if (w)
         F(load_tail)(v, w, n, 0);
 }
 
 /* acc += w * (m - z) * GAP_SCALE, w NULL meaning ones */
-static inline void F(smooth_block)(REAL *acc, const REAL *z, const REAL *w, int width,
+static inline void F(smooth_block)(REAL *acc, const REAL *z, const REAL *w,
                                    REAL scaled_m)
 {
     if (w)
-        for (int l = 0; l < width; l++)
+        for (int l = 0; l < LANES; l++)
             acc[l] += w[l] * (scaled_m - z[l] * GAP_SCALE);
     else
-        for (int l = 0; l < width; l++)
+        for (int l = 0; l < LANES; l++)
             acc[l] += scaled_m - z[l] * GAP_SCALE;
 }
 
@@ -711,20 +722,18 @@ static inline void F(smooth_block)(REAL *acc, const REAL *z, const REAL *w, int 
 static double F(ce_smooth_sum)(const REAL *z, const REAL *w, int64_t n, REAL m)
 {
     double total = 0.0;
-    REAL acc[LANES], vz[VEC], vw[VEC], scaled_m = m * GAP_SCALE;
+    REAL acc[LANES], vz[LANES], vw[LANES], scaled_m = m * GAP_SCALE;
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
         for (int l = 0; l < LANES; l++)
             acc[l] = 0;
         int64_t i = start;
         for (; i + LANES <= end; i += LANES)
-            F(smooth_block)(acc, z + i, w ? w + i : NULL, LANES, scaled_m);
-        for (; i + VEC <= end; i += VEC)
-            F(smooth_block)(acc, z + i, w ? w + i : NULL, VEC, scaled_m);
+            F(smooth_block)(acc, z + i, w ? w + i : NULL, scaled_m);
         if (i < end) {
             F(load_tail)(vz, z + i, end - i, m);
             F(load_weights_tail)(vw, w ? w + i : NULL, end - i);
-            F(smooth_block)(acc, vz, vw, VEC, scaled_m);
+            F(smooth_block)(acc, vz, vw, scaled_m);
         }
         total += F(lanes_sum)(acc);
     }
@@ -732,33 +741,31 @@ static double F(ce_smooth_sum)(const REAL *z, const REAL *w, int64_t n, REAL m)
 }
 
 /* g = a * exp(z - m) - b * w, w NULL meaning ones */
-static inline void F(ce_grad_block)(REAL *g, const REAL *z, const REAL *w, int width, REAL m,
+static inline void F(ce_grad_block)(REAL *g, const REAL *z, const REAL *w, REAL m,
                                     REAL a, REAL b)
 {
     REAL v[LANES];
     if (w)
-        for (int l = 0; l < width; l++)
+        for (int l = 0; l < LANES; l++)
             v[l] = a * EXP(z[l] - m) - b * w[l];
     else
-        for (int l = 0; l < width; l++)
+        for (int l = 0; l < LANES; l++)
             v[l] = a * EXP(z[l] - m) - b;
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         g[l] = v[l];
 }
 
 static void F(ce_grad_store)(const REAL *z, const REAL *w, REAL *g, int64_t n, REAL m, REAL a,
                              REAL b)
 {
-    REAL vz[VEC], vw[VEC];
+    REAL vz[LANES], vw[LANES];
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        F(ce_grad_block)(g + i, z + i, w ? w + i : NULL, LANES, m, a, b);
-    for (; i + VEC <= n; i += VEC)
-        F(ce_grad_block)(g + i, z + i, w ? w + i : NULL, VEC, m, a, b);
+        F(ce_grad_block)(g + i, z + i, w ? w + i : NULL, m, a, b);
     if (i < n) {
         F(load_tail)(vz, z + i, n - i, m);
         F(load_weights_tail)(vw, w ? w + i : NULL, n - i);
-        F(ce_grad_block)(vz, vz, vw, VEC, m, a, b);
+        F(ce_grad_block)(vz, vz, vw, m, a, b);
         F(store_tail)(g + i, vz, n - i);
     }
 }
@@ -823,10 +830,10 @@ static void F(cross_entropy)(const REAL *logits, int64_t logits_stride, const in
 
 /* acc_q += w q and acc_gap += w q (m - z) GAP_SCALE with q = keep t + spread */
 static inline void F(probs_sums_block)(REAL *acc_q, REAL *acc_gap, const REAL *z,
-                                       const REAL *t, const REAL *w, int width, REAL scaled_m,
+                                       const REAL *t, const REAL *w, REAL scaled_m,
                                        REAL keep, REAL spread)
 {
-    for (int l = 0; l < width; l++) {
+    for (int l = 0; l < LANES; l++) {
         REAL q = keep * t[l] + spread;
         q = w ? q * w[l] : q;
         acc_q[l] += q;
@@ -843,7 +850,7 @@ static double F(ce_probs_sums)(const REAL *z, const REAL *t, const REAL *w, int6
                                REAL keep, REAL spread, double *weighted_gap)
 {
     double total_q = 0.0, total_gap = 0.0;
-    REAL acc_q[LANES], acc_gap[LANES], vz[VEC], vt[VEC], vw[VEC];
+    REAL acc_q[LANES], acc_gap[LANES], vz[LANES], vt[LANES], vw[LANES];
     REAL scaled_m = m * GAP_SCALE;
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t end = n - start < CHUNK ? n : start + CHUNK;
@@ -851,16 +858,13 @@ static double F(ce_probs_sums)(const REAL *z, const REAL *t, const REAL *w, int6
             acc_q[l] = acc_gap[l] = 0;
         int64_t i = start;
         for (; i + LANES <= end; i += LANES)
-            F(probs_sums_block)(acc_q, acc_gap, z + i, t + i, w ? w + i : NULL, LANES,
-                                scaled_m, keep, spread);
-        for (; i + VEC <= end; i += VEC)
-            F(probs_sums_block)(acc_q, acc_gap, z + i, t + i, w ? w + i : NULL, VEC,
+            F(probs_sums_block)(acc_q, acc_gap, z + i, t + i, w ? w + i : NULL,
                                 scaled_m, keep, spread);
         if (i < end) {
             F(load_tail)(vz, z + i, end - i, m);
             F(load_tail)(vt, t + i, end - i, 0);
             F(load_weights_tail)(vw, w ? w + i : NULL, end - i);
-            F(probs_sums_block)(acc_q, acc_gap, vz, vt, vw, VEC, scaled_m, keep, spread);
+            F(probs_sums_block)(acc_q, acc_gap, vz, vt, vw, scaled_m, keep, spread);
         }
         total_q += F(lanes_sum)(acc_q);
         total_gap += F(lanes_sum)(acc_gap);
@@ -870,36 +874,32 @@ static double F(ce_probs_sums)(const REAL *z, const REAL *t, const REAL *w, int6
 }
 
 /* g = a * exp(z - m) - c * w * (keep t + spread), w NULL meaning ones */
-static inline void F(probs_grad_block)(REAL *g, const REAL *z, const REAL *t, const REAL *w,
-                                       int width, REAL m, REAL a, REAL c, REAL keep,
+static inline void F(probs_grad_block)(REAL *g, const REAL *z, const REAL *t, const REAL *w, REAL m, REAL a, REAL c, REAL keep,
                                        REAL spread)
 {
     REAL v[LANES];
-    for (int l = 0; l < width; l++) {
+    for (int l = 0; l < LANES; l++) {
         REAL q = keep * t[l] + spread;
         q = w ? q * w[l] : q;
         v[l] = a * EXP(z[l] - m) - c * q;
     }
-    for (int l = 0; l < width; l++)
+    for (int l = 0; l < LANES; l++)
         g[l] = v[l];
 }
 
 static void F(ce_probs_grad_store)(const REAL *z, const REAL *t, const REAL *w, REAL *g,
                                    int64_t n, REAL m, REAL a, REAL c, REAL keep, REAL spread)
 {
-    REAL vz[VEC], vt[VEC], vw[VEC];
+    REAL vz[LANES], vt[LANES], vw[LANES];
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        F(probs_grad_block)(g + i, z + i, t + i, w ? w + i : NULL, LANES, m, a, c, keep,
-                            spread);
-    for (; i + VEC <= n; i += VEC)
-        F(probs_grad_block)(g + i, z + i, t + i, w ? w + i : NULL, VEC, m, a, c, keep,
+        F(probs_grad_block)(g + i, z + i, t + i, w ? w + i : NULL, m, a, c, keep,
                             spread);
     if (i < n) {
         F(load_tail)(vz, z + i, n - i, m);
         F(load_tail)(vt, t + i, n - i, 0);
         F(load_weights_tail)(vw, w ? w + i : NULL, n - i);
-        F(probs_grad_block)(vz, vz, vt, vw, VEC, m, a, c, keep, spread);
+        F(probs_grad_block)(vz, vz, vt, vw, m, a, c, keep, spread);
         F(store_tail)(g + i, vz, n - i);
     }
 }
