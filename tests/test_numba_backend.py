@@ -539,3 +539,24 @@ def test_one_call_at_a_time_uses_the_threads(monkeypatch):
         fastsoftmax.set_num_threads(previous)
     assert len(launched) == (1 if backend.numba.config.NUMBA_NUM_THREADS > 1 else 0)
     assert_matches_reference(got, reference.softmax(x), "probability")
+
+
+@pytest.mark.parametrize("backend", NUMBA_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [6, 1000])
+def test_huge_opposite_logits_at_high_temperature(backend, dtype, width):
+    """x - max overflows for logits near the largest float; (x - max) / T need not."""
+    big = np.finfo(dtype).max / 1.5
+    x = logits((3, width), dtype, scale=1.0) * (big / 8)
+    x[:, 0], x[:, 1] = big, -big
+    temperature = float(big) / 2  # (x - max) / T = -4 for the second logit
+    # The same problem scaled down, where the float64 reference cannot overflow.
+    small = x.astype(np.float64) / big
+    p = fastsoftmax.softmax(x, temperature=temperature, backend=backend)
+    assert_matches_reference(p, reference.softmax(small, 0.5), "probability")
+    logp = fastsoftmax.log_softmax(x, temperature=temperature, backend=backend)
+    assert_matches_reference(logp, reference.log_softmax(small, 0.5), "log")
+    probs, index = fastsoftmax.softmax_topk(x, 2, temperature=temperature, backend=backend)
+    ref_probs, ref_index = reference.softmax_topk(small, 2, 0.5)
+    np.testing.assert_array_equal(index, ref_index)
+    assert_matches_reference(probs, ref_probs, "probability", dtype)

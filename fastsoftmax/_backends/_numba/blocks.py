@@ -58,11 +58,37 @@ def column_sums(tile, c, s):
 
 
 @helper
-def exp_columns(tile, c, t, m, s):
-    """``tile = exp((tile - m) * t)`` per column; `s` gets the column sums."""
+def halves(m, half_m):
+    """``half_m = m / 2``, for ``rows.scaled_gap``."""
+    for r in range(BLOCK_ROWS):
+        half_m[r] = m[r] * m.dtype.type(0.5)
+
+
+@helper
+def exp_columns(tile, c, t, m, e, s):
+    """``e = exp((tile - m) * t)`` per column; `s` gets the column sums.
+
+    `e` is a tile of its own: overwriting `tile` in place makes LLVM generate
+    far slower code for the sums (see `exp_columns_in_place`).
+    """
+    half_m = stack_array(1, BLOCK_ROWS, tile.dtype)[0]
+    halves(m, half_m)
+    twice_t = t + t
     for j in range(c):
         for r in range(BLOCK_ROWS):
-            tile[j, r] = exp_nonpositive((tile[j, r] - m[r]) * t)
+            e[j, r] = exp_nonpositive(rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t))
+    column_sums(e, c, s)
+
+
+@helper
+def exp_columns_in_place(tile, c, t, m, s):
+    """``tile = exp((tile - m) * t)`` per column; `s` gets the column sums."""
+    half_m = stack_array(1, BLOCK_ROWS, tile.dtype)[0]
+    halves(m, half_m)
+    twice_t = t + t
+    for j in range(c):
+        for r in range(BLOCK_ROWS):
+            tile[j, r] = exp_nonpositive(rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t))
     column_sums(tile, c, s)
 
 
@@ -78,7 +104,7 @@ def softmax(x, out, t, start, stop):
         n = min(BLOCK_ROWS, stop - first)
         load_tile(x, first, n, tile)
         column_max(tile, c, m)
-        exp_columns(tile, c, t, m, s)
+        exp_columns_in_place(tile, c, t, m, s)
         for r in range(BLOCK_ROWS):
             scale[r] = 1.0 / s[r]
         for r in range(n):
@@ -96,20 +122,20 @@ def log_softmax(x, out, t, start, stop):
     s = stack_array(1, BLOCK_ROWS, np.float64)[0]
     e = stack_array(SHORT_ROW_MAX, BLOCK_ROWS, x.dtype)
     log_s = stack_array(1, BLOCK_ROWS, x.dtype)[0]
+    half_m = stack_array(1, BLOCK_ROWS, x.dtype)[0]
+    twice_t = t + t
     for first in range(start, stop, BLOCK_ROWS):
         n = min(BLOCK_ROWS, stop - first)
         load_tile(x, first, n, tile)
         column_max(tile, c, m)
-        for j in range(c):
-            for r in range(BLOCK_ROWS):
-                e[j, r] = exp_nonpositive((tile[j, r] - m[r]) * t)
-        column_sums(e, c, s)
+        exp_columns(tile, c, t, m, e, s)
+        halves(m, half_m)
         for r in range(BLOCK_ROWS):
             log_s[r] = log(s[r])
         for r in range(n):
             row = np.uint64(first + r)
             for j in range(c):
-                out[row, j] = (tile[j, r] - m[r]) * t - log_s[r]
+                out[row, j] = rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t) - log_s[r]
 
 
 @kernel
@@ -124,7 +150,7 @@ def logsumexp(x, out, start, stop):
         n = min(BLOCK_ROWS, stop - first)
         load_tile(x, first, n, tile)
         column_max(tile, c, m)
-        exp_columns(tile, c, x.dtype.type(1.0), m, s)
+        exp_columns_in_place(tile, c, x.dtype.type(1.0), m, s)
         for r in range(BLOCK_ROWS):
             # m is NaN for rows holding NaN, so an infinite m means no NaN.
             value = m[r] + log(s[r])
@@ -237,10 +263,7 @@ def softmax_topk(x, t, values, index, start, stop):
         n = min(BLOCK_ROWS, stop - first)
         load_tile(x, first, n, tile)
         column_max(tile, c, m)
-        for j in range(c):
-            for r in range(BLOCK_ROWS):
-                e[j, r] = exp_nonpositive((tile[j, r] - m[r]) * t)
-        column_sums(e, c, s)
+        exp_columns(tile, c, t, m, e, s)
         for r in range(BLOCK_ROWS):
             scale[r] = 1.0 / s[r]
         column_ranks(tile, c, rank)

@@ -1,19 +1,29 @@
-"""Measure the two size thresholds that decide where the Numba kernels run.
+"""Measure the size thresholds that decide where the Numba kernels run, and
+the time a first call takes.
 
-``python -m fastsoftmax._backends._numba.measure`` prints, for float32 rows of
-10, 128 and 1000 classes and sizes from 8k to 1M elements:
+``python -m fastsoftmax._backends._numba.measure [threads|auto|first-call]``
+prints, for float32 rows of 10, 128 and 1000 classes and sizes from 8k to 1M
+elements:
 
 - ``threads``: the serial kernel against the parallel driver on two threads,
   which sets ``numba_parallel_backend.PARALLEL_MIN_ELEMENTS``;
 - ``auto``: one call through the public API on the C backend against
-  numba-parallel, which sets ``fastsoftmax._dispatch.AUTO_PARALLEL_MIN_ELEMENTS``.
+  numba-parallel, which sets ``fastsoftmax._dispatch.AUTO_PARALLEL_MIN_ELEMENTS``;
+- ``first-call``: in fresh interpreters, the time of ``import fastsoftmax`` and
+  of each op's first call on both Numba backends, cold (empty on-disk cache,
+  so the op compiles) and warm (the next process, which loads it).
 
-Each time is the best of many interleaved runs: on a shared machine that is
-the least disturbed one. Run it on an otherwise idle machine; under CPU
-oversubscription the OpenMP threading layer's spinning threads dominate.
+Each threshold time is the best of many interleaved runs: on a shared machine
+that is the least disturbed one. Run it on an otherwise idle machine; under
+CPU oversubscription the OpenMP threading layer's spinning threads dominate.
 """
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
 import time
 
 import numpy as np
@@ -98,17 +108,63 @@ def auto(repeats):
             )
 
 
+_FIRST_CALLS = """
+    import time
+    start = time.perf_counter()
+    import fastsoftmax
+    print(f"import fastsoftmax {time.perf_counter() - start:.2f}s")
+    import numpy as np
+    x = np.random.default_rng(0).standard_normal((2000, 1000), dtype=np.float32)
+    g, target = np.ones_like(x), np.zeros(2000, np.int64)
+    ops = {
+        "softmax": lambda b: fastsoftmax.softmax(x, backend=b),
+        "log_softmax": lambda b: fastsoftmax.log_softmax(x, backend=b),
+        "logsumexp": lambda b: fastsoftmax.logsumexp(x, backend=b),
+        "softmax_backward": lambda b: fastsoftmax.softmax_backward(g, x, backend=b),
+        "log_softmax_backward": lambda b: fastsoftmax.log_softmax_backward(g, x, backend=b),
+        "cross_entropy": lambda b: fastsoftmax.cross_entropy(
+            x, target, return_grad=True, backend=b
+        ),
+        "softmax_topk": lambda b: fastsoftmax.softmax_topk(x, 5, backend=b),
+    }
+    for backend in ("numba", "numba-parallel"):
+        for name, call in ops.items():
+            start = time.perf_counter()
+            call(backend)
+            first = time.perf_counter() - start
+            start = time.perf_counter()
+            call(backend)
+            print(f"{backend:15} {name:21} first call {first:6.2f}s, "
+                  f"then {(time.perf_counter() - start) * 1e3:7.2f}ms")
+"""
+
+
+def first_call():
+    """Cold and warm first calls, each in a fresh interpreter."""
+    with tempfile.TemporaryDirectory() as cache:
+        environment = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("cold (empty cache)", "warm (cached)"):
+            print(f"--- {label}, float32 2000x1000, in this order:", flush=True)
+            subprocess.run(
+                [sys.executable, "-c", textwrap.dedent(_FIRST_CALLS)], env=environment, check=True
+            )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("threads", "auto", "both"), nargs="?", default="both")
+    parser.add_argument(
+        "what", choices=("threads", "auto", "first-call", "all"), nargs="?", default="all"
+    )
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args(argv)
-    if args.what in ("threads", "both"):
+    if args.what in ("threads", "all"):
         threads(args.repeats)
-    if args.what in ("auto", "both"):
+    if args.what in ("auto", "all"):
         if not fastsoftmax.backends()["c"].available:
             raise SystemExit("the C backend is not available here")
         auto(args.repeats)
+    if args.what in ("first-call", "all"):
+        first_call()
 
 
 if __name__ == "__main__":

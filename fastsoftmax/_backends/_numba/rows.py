@@ -42,6 +42,21 @@ def total(x):
     return s
 
 
+@helper
+def scaled_gap(v, shift, half_shift, twice_t):
+    """``(v - shift) * t``, with ``half_shift = shift / 2`` and ``twice_t = 2 t``.
+
+    Computed as ``(v/2 - shift/2) * 2t``: the same roundings (halving is
+    exact), but the difference cannot overflow when `v` and the shift are huge
+    with opposite signs and ``t`` is small. For ``t = 1`` it is ``v - shift``,
+    which overflows only where the true result is ``-inf`` anyway; the test is
+    loop-invariant, so LLVM compiles a loop for each case.
+    """
+    if twice_t == 2.0:
+        return v - shift
+    return (v * np.float32(0.5) - half_shift) * twice_t
+
+
 # The chunk loops below index slices from 0: LLVM then knows every index is
 # non-negative and drops Numba's negative-index wraparound from the loop body.
 
@@ -50,13 +65,14 @@ def total(x):
 def store_exp(x, out, shift, t):
     """``out = exp((x - shift) * t)`` for ``x <= shift``; returns ``sum(out)`` in float64."""
     n = x.shape[0]
+    half_shift, twice_t = shift * x.dtype.type(0.5), t + t
     s = 0.0
     for start in range(0, n, CHUNK):
         stop = min(start + CHUNK, n)
         source = x[start:stop]
         target = out[start:stop]
         for j in range(source.shape[0]):
-            target[j] = exp_nonpositive((source[j] - shift) * t)
+            target[j] = exp_nonpositive(scaled_gap(source[j], shift, half_shift, twice_t))
         s += total(target)
     return s
 
@@ -66,13 +82,35 @@ def sum_exp(x, shift, t):
     """``sum(exp((x - shift) * t))`` in float64, for ``x <= shift``."""
     buffer = stack_array(1, CHUNK, x.dtype)[0]
     n = x.shape[0]
+    half_shift, twice_t = shift * x.dtype.type(0.5), t + t
     s = 0.0
     for start in range(0, n, CHUNK):
         source = x[start : min(start + CHUNK, n)]
         size = source.shape[0]
         for j in range(size):
-            buffer[j] = exp_nonpositive((source[j] - shift) * t)
+            buffer[j] = exp_nonpositive(scaled_gap(source[j], shift, half_shift, twice_t))
         s += total(buffer[:size])
+    return s
+
+
+@reduction
+def sum_exp_in_lanes(x, shift, t):
+    """``sum(exp((x - shift) * t))`` for ``x <= shift``, summed across vector lanes.
+
+    Each chunk is summed in the row's precision, its partial sums spread over
+    the vector lanes (some 32 terms each), and the chunks in float64: within
+    about 1e-6 relative in float32, good enough where only ``log(s)`` is used.
+    One loop, no buffer: faster than `sum_exp`.
+    """
+    n = x.shape[0]
+    half_shift, twice_t = shift * x.dtype.type(0.5), t + t
+    s = 0.0
+    for start in range(0, n, CHUNK):
+        source = x[start : min(start + CHUNK, n)]
+        part = x.dtype.type(0.0)
+        for j in range(source.shape[0]):
+            part += exp_nonpositive(scaled_gap(source[j], shift, half_shift, twice_t))
+        s += part
     return s
 
 
@@ -89,12 +127,12 @@ def weighted_sum(x, w, shift):
 
 
 @helper
-def lse_update(block, m, s, t):
+def lse_update(block, m, s, t, in_lanes=False):
     """Fold one block into a running maximum `m` and ``s = sum(exp((x - m) * t))``.
 
     Returns the new ``(m, s)`` and the block's maximum. Once a NaN is seen, `m`
     stays NaN; a row of only ``-inf`` keeps ``(-inf, 0)``; ``+inf`` gives
-    ``(inf, NaN)``.
+    ``(inf, NaN)``. `in_lanes` picks `sum_exp_in_lanes` over `sum_exp`.
     """
     block_max = row_max(block)
     if block_max > m:
@@ -104,18 +142,25 @@ def lse_update(block, m, s, t):
         m = block_max
     # While the maximum is -inf every element seen is -inf: shift by 0 so that
     # they add exactly 0 rather than exp(-inf - -inf) = NaN.
-    s += sum_exp(block, m if m > -np.inf else block.dtype.type(0.0), t)
+    shift = m if m > -np.inf else block.dtype.type(0.0)
+    if in_lanes:
+        s += sum_exp_in_lanes(block, shift, t)
+    else:
+        s += sum_exp(block, shift, t)
     return m, s, block_max
 
 
 @helper
-def online_lse(x, t):
-    """``(m, s)``: the row maximum and ``sum(exp((x - m) * t))``, in one pass."""
+def online_lse(x, t, in_lanes=False):
+    """``(m, s)``: the row maximum and ``sum(exp((x - m) * t))``, in one pass.
+
+    `in_lanes`: a faster sum, accurate enough for ``log(s)`` only.
+    """
     n = x.shape[0]
     m = x.dtype.type(-np.inf)
     s = 0.0
     for start in range(0, n, BLOCK):
-        m, s, _ = lse_update(x[start : min(start + BLOCK, n)], m, s, t)
+        m, s, _ = lse_update(x[start : min(start + BLOCK, n)], m, s, t, in_lanes)
     return m, s
 
 
@@ -134,7 +179,7 @@ def lse_value(m, s):
 @helper
 def logsumexp(x):
     """``log(sum(exp(x)))`` of one row."""
-    m, s = online_lse(x, x.dtype.type(1.0))
+    m, s = online_lse(x, x.dtype.type(1.0), True)
     return lse_value(m, s)
 
 
@@ -150,10 +195,11 @@ def softmax(x, out, t):
 @helper
 def log_softmax(x, out, t):
     """``out = (x - max) * t - log(sum(exp((x - max) * t)))``."""
-    m, s = online_lse(x, t)
+    m, s = online_lse(x, t, True)
     c = x.dtype.type(log(s))
+    half_m, twice_t = m * x.dtype.type(0.5), t + t
     for j in range(x.shape[0]):
-        out[j] = (x[j] - m) * t - c
+        out[j] = scaled_gap(x[j], m, half_m, twice_t) - c
 
 
 @reduction

@@ -101,5 +101,6 @@ def softmax_topk(x, t, values, index):
         values[end], index[end] = values[0], index[0]
         sift_down(values, index, end, 0, v, i)
     scale = x.dtype.type(1.0 / s)
+    half_m, twice_t = m * x.dtype.type(0.5), t + t
     for i in range(k):
-        values[i] = exp_nonpositive((values[i] - m) * t) * scale
+        values[i] = exp_nonpositive(rows.scaled_gap(values[i], m, half_m, twice_t)) * scale
