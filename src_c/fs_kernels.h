@@ -811,11 +811,90 @@ static void F(ce_row)(const REAL *z, int64_t y, const REAL *w, double w_total, R
     g[y] = (REAL)(a * exp(z_y - (double)m) - b * w_y - o->grad_scale * (1.0 - eps) * w_y);
 }
 
+/*
+ * ce_row for rows of at most SHORT_COLS classes, TILE_ROWS rows at a time in
+ * a transposed tile (lanes span rows): the per-element work is vectorized
+ * across rows; the few per-row scalars are computed in double.
+ */
+static void F(cross_entropy_short)(const REAL *logits, int64_t logits_stride,
+                                   const int64_t *target, const REAL *w, double w_total,
+                                   REAL *loss, REAL *grad, int64_t grad_stride, int64_t rows,
+                                   int64_t cols, const fs_ce_options *o)
+{
+    REAL tile[SHORT_COLS][TILE_ROWS], m[TILE_ROWS], s[TILE_ROWS], log_s[TILE_ROWS];
+    REAL smooth[TILE_ROWS], a[TILE_ROWS], target_grad[TILE_ROWS];
+    int ignored[TILE_ROWS];
+    double eps = o->label_smoothing, gs = o->grad_scale;
+    REAL b = (REAL)(gs * eps / (double)cols);
+    for (int64_t r0 = 0; r0 < rows; r0 += TILE_ROWS) {
+        int64_t n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
+        const int64_t *y = target + r0;
+        F(tile_load)(tile, logits + r0 * logits_stride, logits_stride, n, cols);
+        F(tile_max)(tile, cols, m);
+        for (int l = 0; l < TILE_ROWS; l++)
+            smooth[l] = 0;
+        if (eps > 0) /* sum_j w[j] (m - z[j]), scaled as in ce_smooth_sum */
+            for (int64_t j = 0; j < cols; j++) {
+                REAL w_j = w ? w[j] : 1;
+                for (int l = 0; l < TILE_ROWS; l++)
+                    smooth[l] += w_j * (m[l] * GAP_SCALE - tile[j][l] * GAP_SCALE);
+            }
+        for (int64_t l = 0; l < n; l++) {
+            ignored[l] = y[l] == o->ignore_index;
+            a[l] = ignored[l] ? 0 : tile[y[l]][l]; /* z[y] */
+        }
+        F(tile_shift)(tile, cols, m, F(factor_of)(1));
+        F(tile_exp_sum)(tile, cols, s);
+        for (int l = 0; l < TILE_ROWS; l++)
+            log_s[l] = LANE_LOG(s[l]);
+        for (int64_t l = 0; l < n; l++) {
+            REAL *row_loss = loss + r0 + l;
+            if (ignored[l]) {
+                *row_loss = 0;
+                a[l] = target_grad[l] = 0;
+                continue;
+            }
+            double w_y = w ? (double)w[y[l]] : 1.0, ls = (double)log_s[l];
+            double lse = (double)m[l] + ls;
+            double total = (1.0 - eps) * w_y * (ls + ((double)m[l] - (double)a[l]));
+            if (eps > 0)
+                total += eps / (double)cols * (ls * w_total + (double)smooth[l] / GAP_SCALE);
+            total += o->z_loss * lse * lse;
+            double coeff = (1.0 - eps) * w_y + eps / (double)cols * w_total;
+            double scale = gs * (coeff + 2.0 * o->z_loss * lse) / (double)s[l];
+            double e_y = (double)tile[y[l]][l];
+            int usable = F(is_finite)(m[l]) && s[l] == s[l];
+            *row_loss = usable ? (REAL)total : (REAL)NAN;
+            a[l] = usable ? (REAL)scale : (REAL)NAN;
+            /* the target's entry in double: it holds the large cancellation p_y - 1 */
+            target_grad[l] = (REAL)(scale * e_y - (double)b * w_y - gs * (1.0 - eps) * w_y);
+        }
+        if (!grad)
+            continue;
+        for (int64_t l = n; l < TILE_ROWS; l++)
+            ignored[l] = 1;
+        for (int64_t j = 0; j < cols; j++) {
+            REAL bw = b * (w ? w[j] : 1);
+            for (int l = 0; l < TILE_ROWS; l++)
+                tile[j][l] = ignored[l] ? 0 : a[l] * tile[j][l] - bw;
+        }
+        for (int64_t l = 0; l < n; l++)
+            if (!ignored[l])
+                tile[y[l]][l] = a[l] == a[l] ? target_grad[l] : (REAL)NAN;
+        F(tile_store)(grad + r0 * grad_stride, grad_stride, tile, n, cols);
+    }
+}
+
 static void F(cross_entropy)(const REAL *logits, int64_t logits_stride, const int64_t *target,
                              const REAL *weight, REAL *loss, REAL *grad, int64_t grad_stride,
                              int64_t rows, int64_t cols, const fs_ce_options *o)
 {
     double w_total = F(weight_total)(weight, cols);
+    if (cols <= SHORT_COLS) {
+        F(cross_entropy_short)(logits, logits_stride, target, weight, w_total, loss, grad,
+                               grad_stride, rows, cols, o);
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         REAL *g = grad ? grad + r * grad_stride : NULL;
         if (target[r] == o->ignore_index) {
