@@ -16,9 +16,10 @@ and a row with target probabilities ``t`` has, with ``q = (1 - eps) * t + eps / 
 Differences ``lse - z[j]`` are taken as ``(m - z[j]) + log(s)``, with ``m`` the
 row maximum and ``s`` the sum of ``exp(z - m)``, so no large terms cancel (and
 sums of them as ``sum(w) * log(s) + sum_j w[j] (m - z[j])``); ``p`` is
-``exp(z - m) / s``. Rows
-without a finite maximum (NaN, ``+inf``, all ``-inf``) take a float64 path that
-applies the formulas literally, giving what the float64 reference gives.
+``exp(z - m) / s``, with ``s`` summed across vector lanes (within about 1e-6
+relative in float32). Rows without a finite maximum (NaN, ``+inf``, all
+``-inf``) take a float64 path that applies the formulas literally, giving what
+the float64 reference gives.
 """
 
 import math
@@ -76,7 +77,7 @@ def class_coefficient(wy, lse, w_total, eps, z_loss, scale, n):
 def class_target(z, y, w, w_total, eps, z_loss, scale, g):
     """Loss of row `z` against class `y`; writes its gradient to `g` unless None."""
     n = z.shape[0]
-    m, s = rows.online_lse(z, z.dtype.type(1.0))
+    m, s = rows.online_lse(z, z.dtype.type(1.0), True)
     if not math.isfinite(m):
         return literal_class_target(z, y, w, w_total, eps, z_loss, scale, rows.lse_value(m, s), g)
     log_s = log(s)
@@ -130,7 +131,7 @@ def target_sums(z, t, w, keep, spread, m):
 def probability_target(z, t, w, eps, z_loss, scale, g):
     """Loss of row `z` against target probabilities `t`; gradient to `g` unless None."""
     n = z.shape[0]
-    m, s = rows.online_lse(z, z.dtype.type(1.0))
+    m, s = rows.online_lse(z, z.dtype.type(1.0), True)
     lse = rows.lse_value(m, s)
     keep = 1.0 - eps
     spread = eps / n
