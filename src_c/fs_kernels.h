@@ -440,6 +440,18 @@ static void F(tile_store_scaled)(REAL *out, int64_t stride, REAL tile[][TILE_ROW
     }
 }
 
+/* out[r * stride + j] = tile[j][r] - shift[r] */
+static void F(tile_store_shifted)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS],
+                                  const REAL *shift, int64_t rows, int64_t cols)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        REAL *row = out + r * stride;
+#pragma GCC unroll 4
+        for (int64_t j = 0; j < cols; j++)
+            row[j] = tile[j][r] - shift[r];
+    }
+}
+
 static void F(tile_store)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS], int64_t rows,
                           int64_t cols)
 {
@@ -527,10 +539,7 @@ static void F(log_softmax_short)(const REAL *x, int64_t x_stride, REAL *out,
         F(tile_sum_exp)(tile, cols, s);
         for (int l = 0; l < TILE_ROWS; l++)
             s[l] = LANE_LOG(s[l]);
-        for (int64_t j = 0; j < cols; j++)
-            for (int l = 0; l < TILE_ROWS; l++)
-                tile[j][l] -= s[l];
-        F(tile_store)(out + r0 * out_stride, out_stride, tile, n, cols);
+        F(tile_store_shifted)(out + r0 * out_stride, out_stride, tile, s, n, cols);
     }
 }
 
