@@ -92,6 +92,23 @@ def exp_columns_in_place(tile, c, t, m, s):
     column_sums(tile, c, s)
 
 
+@helper
+def sum_exp_columns(tile, c, t, m, s):
+    """``s[r] = sum_j exp((tile[j, r] - m[r]) * t)``, in the tile's precision.
+
+    Enough where only ``log(s)`` is used (a sum of at most ``SHORT_ROW_MAX``
+    terms per row), and one loop: faster than `exp_columns`.
+    """
+    half_m = stack_array(1, BLOCK_ROWS, tile.dtype)[0]
+    halves(m, half_m)
+    twice_t = t + t
+    for r in range(BLOCK_ROWS):
+        s[r] = 0.0
+    for j in range(c):
+        for r in range(BLOCK_ROWS):
+            s[r] += exp_nonpositive(rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t))
+
+
 @kernel
 def softmax(x, out, t, start, stop):
     """Softmax of the short rows ``start:stop``."""
@@ -119,8 +136,7 @@ def log_softmax(x, out, t, start, stop):
     c = x.shape[1]
     tile = stack_array(SHORT_ROW_MAX, BLOCK_ROWS, x.dtype)
     m = stack_array(1, BLOCK_ROWS, x.dtype)[0]
-    s = stack_array(1, BLOCK_ROWS, np.float64)[0]
-    e = stack_array(SHORT_ROW_MAX, BLOCK_ROWS, x.dtype)
+    s = stack_array(1, BLOCK_ROWS, x.dtype)[0]
     log_s = stack_array(1, BLOCK_ROWS, x.dtype)[0]
     half_m = stack_array(1, BLOCK_ROWS, x.dtype)[0]
     twice_t = t + t
@@ -128,7 +144,7 @@ def log_softmax(x, out, t, start, stop):
         n = min(BLOCK_ROWS, stop - first)
         load_tile(x, first, n, tile)
         column_max(tile, c, m)
-        exp_columns(tile, c, t, m, e, s)
+        sum_exp_columns(tile, c, t, m, s)
         halves(m, half_m)
         for r in range(BLOCK_ROWS):
             log_s[r] = log(s[r])
@@ -144,13 +160,13 @@ def logsumexp(x, out, start, stop):
     c = x.shape[1]
     tile = stack_array(SHORT_ROW_MAX, BLOCK_ROWS, x.dtype)
     m = stack_array(1, BLOCK_ROWS, x.dtype)[0]
-    s = stack_array(1, BLOCK_ROWS, np.float64)[0]
+    s = stack_array(1, BLOCK_ROWS, x.dtype)[0]
     lse = stack_array(1, BLOCK_ROWS, np.float64)[0]
     for first in range(start, stop, BLOCK_ROWS):
         n = min(BLOCK_ROWS, stop - first)
         load_tile(x, first, n, tile)
         column_max(tile, c, m)
-        exp_columns_in_place(tile, c, x.dtype.type(1.0), m, s)
+        sum_exp_columns(tile, c, x.dtype.type(1.0), m, s)
         for r in range(BLOCK_ROWS):
             # m is NaN for rows holding NaN, so an infinite m means no NaN.
             value = m[r] + log(s[r])
