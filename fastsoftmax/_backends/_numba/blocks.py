@@ -3,11 +3,13 @@
 A row of ten classes is too short for vector loops along it. Instead a block
 of rows is copied transposed into a small tile, ``tile[j, r] = x[first + r, j]``,
 so that every loop over the tile runs across rows: vector lanes hold different
-rows, and the maxima, exponentials and sums of a whole block are computed with
-full vectors. Results are copied back transposed. The tile and the per-row
-vectors live on the stack with constant sizes, so LLVM vectorizes the loops
-over them without overlap checks. Rows past the end of the last block are
-padded with zeros and never written.
+rows, and the maxima, exponentials, sums and logs of a whole block are
+computed with full vectors. Results are copied back transposed (softmax,
+log_softmax), or each row then finishes on its own from its column of the tile
+(logsumexp, cross-entropy against class indices, top-k). The tile and the
+per-row vectors live on the stack with constant sizes, so LLVM vectorizes the
+loops over them without overlap checks. Rows past the end of the last block
+are padded with zeros and never written.
 """
 
 import numpy as np
