@@ -34,8 +34,8 @@ FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
 FLOAT16 = np.dtype(np.float16)
 
-# The CUDA simulator runs every CUDA thread as a Python thread: calls cost
-# seconds, so properties run few, small examples there.
+# The CUDA simulator runs every CUDA thread as a Python thread: each call
+# costs tenths of a second, so properties run few, small examples there.
 SIMULATED_BACKENDS = ("cuda",)
 SIMULATED_MAX_EXAMPLES = 4
 SIMULATED_MAX_SIDE = 4

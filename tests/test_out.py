@@ -23,7 +23,11 @@ def sample(backend, dtype, seed=0, rows=6, classes=11):
 
 
 def same_shape_ops(backend):
-    """name -> (call(x, out, axis), arrays the call reads) for ops whose result has x's shape."""
+    """name -> call(x, out, axis) for the ops whose result has x's shape.
+
+    The backward ops take ``grad = cos(x)`` and the reference's forward result
+    of `x` as the saved array.
+    """
 
     def forward(fn, **kw):
         return lambda x, out, axis=-1: fn(x, axis=axis, out=out, backend=backend, **kw)
