@@ -22,7 +22,14 @@ import cffi
 HERE = pathlib.Path(__file__).resolve().parent
 HEADER = HERE / "fastsoftmax.h"
 SOURCES = ["fs_dispatch.c", "fs_isa_baseline.c", "fs_isa_avx2.c", "fs_isa_avx512.c"]
-DEPENDS = ["fastsoftmax.h", "fs_internal.h", "fs_instantiate.h", "fs_kernels.h", "fs_math.h"]
+DEPENDS = [
+    "fastsoftmax.h",
+    "fs_internal.h",
+    "fs_instantiate.h",
+    "fs_kernels.h",
+    "fs_math.h",
+    "fs_stream.h",
+]
 
 # Optimisation without -ffast-math: the kernels' NaN/inf handling needs IEEE
 # semantics; contraction to FMA, no errno and no trapping only drop side

@@ -5,11 +5,13 @@
  */
 #include "fs_internal.h"
 #include "fs_math.h"
+#include "fs_stream.h"
 
 #define REAL float
 #define REAL_TINY 0x1p-149f
 #define NEXT_DOWN(x) nextafterf(x, 0.0f)
 #define SFX f32
+#define STREAM(dst, src) fs_stream_f32(dst, src)
 #define EXP(x) fs_expf_nonpositive(x)
 #define EXP_ANY(x) fs_expf(x)
 #define LANE_LOG(x) fs_logf(x)
@@ -18,6 +20,7 @@
 #undef REAL_TINY
 #undef NEXT_DOWN
 #undef SFX
+#undef STREAM
 #undef EXP
 #undef EXP_ANY
 #undef LANE_LOG
@@ -26,6 +29,7 @@
 #define REAL_TINY 0x1p-1074
 #define NEXT_DOWN(x) nextafter(x, 0.0)
 #define SFX f64
+#define STREAM(dst, src) fs_stream_f64(dst, src)
 #define EXP(x) fs_exp_nonpositive(x)
 #define EXP_ANY(x) fs_exp(x)
 #define LANE_LOG(x) log(x)
@@ -34,6 +38,7 @@
 #undef REAL_TINY
 #undef NEXT_DOWN
 #undef SFX
+#undef STREAM
 #undef EXP
 #undef EXP_ANY
 #undef LANE_LOG

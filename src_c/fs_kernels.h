@@ -152,6 +152,23 @@ static inline REAL F(lanes_max)(REAL *acc)
     return m;
 }
 
+/* out = v for one block; streamed (non-temporal) when `stream` (out aligned). */
+static inline void F(store_block)(REAL *out, const REAL *v, int stream)
+{
+    if (stream)
+        for (int k = 0; k < LANES; k += VEC)
+            STREAM(out + k, v + k);
+    else
+        for (int l = 0; l < LANES; l++)
+            out[l] = v[l];
+}
+
+/* Whether a call writing rows * cols elements streams its stores. */
+static inline int F(streams)(int64_t rows, int64_t cols)
+{
+    return rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES;
+}
+
 static void F(fill)(REAL *out, int64_t n, REAL value)
 {
     for (int64_t i = 0; i < n; i++)
@@ -378,7 +395,8 @@ static void F(scale_in_place)(REAL *out, int64_t n, REAL c)
         out[i] *= c;
 }
 
-static inline void F(shift_block)(REAL *out, const REAL *x, REAL m, F(factor) t, REAL c)
+static inline void F(shift_block)(REAL *out, const REAL *x, REAL m, F(factor) t, REAL c,
+                                  int stream)
 {
     REAL v[LANES];
     if (F(is_one)(t))
@@ -387,24 +405,29 @@ static inline void F(shift_block)(REAL *out, const REAL *x, REAL m, F(factor) t,
     else
         for (int l = 0; l < LANES; l++)
             v[l] = F(scaled_gap)(x[l], m * (REAL)0.5, t, c);
-    for (int l = 0; l < LANES; l++)
-        out[l] = v[l];
+    F(store_block)(out, v, stream);
 }
 
-/* out = (x - m) * t - c */
-static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t, REAL c)
+/* out = (x - m) * t - c; streamed stores when `stream` and out is aligned */
+static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t, REAL c,
+                           int stream)
 {
     REAL last[LANES];
     int64_t rest = n % LANES, i = 0;
+    stream = stream && fs_stream_aligned(out);
     if (rest && n >= LANES)
-        F(shift_block)(last, x + n - LANES, m, t, c);
-    for (; i + LANES <= n; i += LANES)
-        F(shift_block)(out + i, x + i, m, t, c);
+        F(shift_block)(last, x + n - LANES, m, t, c, 0);
+    if (stream)
+        for (; i + LANES <= n; i += LANES)
+            F(shift_block)(out + i, x + i, m, t, c, 1);
+    else
+        for (; i + LANES <= n; i += LANES)
+            F(shift_block)(out + i, x + i, m, t, c, 0);
     if (rest && n >= LANES) {
         F(store_tail)(out + n - LANES, last, LANES);
     } else if (rest) {
         F(load_tail)(last, x + i, n - i, 0);
-        F(shift_block)(last, last, m, t, c);
+        F(shift_block)(last, last, m, t, c, 0);
         F(store_tail)(out + i, last, n - i);
     }
 }
@@ -602,6 +625,7 @@ static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t o
         F(log_softmax_short)(x, x_stride, out, out_stride, rows, cols, t);
         return;
     }
+    int stream = F(streams)(rows, cols);
     for (int64_t r = 0; r < rows; r++) {
         const REAL *row = x + r * x_stride;
         REAL *dest = out + r * out_stride;
@@ -611,8 +635,10 @@ static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t o
         if (!F(usable)(m, s))
             F(fill)(dest, cols, NAN);
         else
-            F(shift_store)(row, dest, cols, m, t, (REAL)log(s));
+            F(shift_store)(row, dest, cols, m, t, (REAL)log(s), stream);
     }
+    if (stream)
+        fs_stream_fence();
 }
 
 static void F(logsumexp)(const REAL *x, int64_t x_stride, REAL *out, int64_t rows,
@@ -750,8 +776,12 @@ static double F(ce_smooth_sum)(const REAL *z, const REAL *w, int64_t n, REAL m)
 }
 
 /* g = a * exp(z - m) - b * w, w NULL meaning ones */
-static inline void F(ce_grad_block)(REAL *g, const REAL *z, const REAL *w, REAL m,
-                                    REAL a, REAL b)
+/*
+ * g = a * exp(z - m) - b * w (w NULL meaning ones), except g[y_at] = g_y when
+ * 0 <= y_at < LANES (the target's entry, computed apart).
+ */
+static inline void F(ce_grad_block)(REAL *g, const REAL *z, const REAL *w, REAL m, REAL a,
+                                    REAL b, int64_t y_at, REAL g_y, int stream)
 {
     REAL v[LANES];
     if (w)
@@ -760,22 +790,33 @@ static inline void F(ce_grad_block)(REAL *g, const REAL *z, const REAL *w, REAL 
     else
         for (int l = 0; l < LANES; l++)
             v[l] = a * EXP(z[l] - m) - b;
-    for (int l = 0; l < LANES; l++)
-        g[l] = v[l];
+    if (y_at >= 0 && y_at < LANES)
+        v[y_at] = g_y;
+    F(store_block)(g, v, stream);
 }
 
+/* The gradient row of ce_row, g[y] = g_y; streamed stores when `stream` and g is aligned. */
 static void F(ce_grad_store)(const REAL *z, const REAL *w, REAL *g, int64_t n, REAL m, REAL a,
-                             REAL b)
+                             REAL b, int64_t y, REAL g_y, int stream)
 {
-    REAL vz[LANES], vw[LANES];
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        F(ce_grad_block)(g + i, z + i, w ? w + i : NULL, m, a, b);
-    if (i < n) {
-        F(load_tail)(vz, z + i, n - i, m);
+    REAL last[LANES], vw[LANES];
+    int64_t rest = n % LANES, i = 0, tail = n - LANES;
+    stream = stream && fs_stream_aligned(g);
+    if (rest && n >= LANES) /* the overlapping last block, before any store */
+        F(ce_grad_block)(last, z + tail, w ? w + tail : NULL, m, a, b, y - tail, g_y, 0);
+    if (stream)
+        for (; i + LANES <= n; i += LANES)
+            F(ce_grad_block)(g + i, z + i, w ? w + i : NULL, m, a, b, y - i, g_y, 1);
+    else
+        for (; i + LANES <= n; i += LANES)
+            F(ce_grad_block)(g + i, z + i, w ? w + i : NULL, m, a, b, y - i, g_y, 0);
+    if (rest && n >= LANES) {
+        F(store_tail)(g + tail, last, LANES);
+    } else if (rest) {
+        F(load_tail)(last, z + i, n - i, m);
         F(load_weights_tail)(vw, w ? w + i : NULL, n - i);
-        F(ce_grad_block)(vz, vz, vw, m, a, b);
-        F(store_tail)(g + i, vz, n - i);
+        F(ce_grad_block)(last, last, vw, m, a, b, y - i, g_y, 0);
+        F(store_tail)(g + i, last, n - i);
     }
 }
 
@@ -790,7 +831,7 @@ static double F(weight_total)(const REAL *w, int64_t n)
  * log(s) + (m - z[j]) with both parts computed without cancellation.
  */
 static void F(ce_row)(const REAL *z, int64_t y, const REAL *w, double w_total, REAL *loss,
-                      REAL *g, int64_t n, const fs_ce_options *o)
+                      REAL *g, int64_t n, const fs_ce_options *o, int stream)
 {
     REAL m;
     double s;
@@ -815,9 +856,9 @@ static void F(ce_row)(const REAL *z, int64_t y, const REAL *w, double w_total, R
     double coeff = (1.0 - eps) * w_y + eps / (double)n * w_total + 2.0 * o->z_loss * lse;
     double a = o->grad_scale * coeff / s;
     double b = o->grad_scale * eps / (double)n;
-    F(ce_grad_store)(z, w, g, n, m, (REAL)a, (REAL)b);
     /* the target's entry in double: it holds the large cancellation p_y - 1 */
-    g[y] = (REAL)(a * exp(z_y - (double)m) - b * w_y - o->grad_scale * (1.0 - eps) * w_y);
+    double g_y = a * exp(z_y - (double)m) - b * w_y - o->grad_scale * (1.0 - eps) * w_y;
+    F(ce_grad_store)(z, w, g, n, m, (REAL)a, (REAL)b, y, (REAL)g_y, stream);
 }
 
 /*
@@ -904,6 +945,7 @@ static void F(cross_entropy)(const REAL *logits, int64_t logits_stride, const in
                                grad_stride, rows, cols, o);
         return;
     }
+    int stream = grad && F(streams)(rows, cols);
     for (int64_t r = 0; r < rows; r++) {
         REAL *g = grad ? grad + r * grad_stride : NULL;
         if (target[r] == o->ignore_index) {
@@ -912,8 +954,11 @@ static void F(cross_entropy)(const REAL *logits, int64_t logits_stride, const in
                 F(fill)(g, cols, 0);
             continue;
         }
-        F(ce_row)(logits + r * logits_stride, target[r], weight, w_total, loss + r, g, cols, o);
+        F(ce_row)(logits + r * logits_stride, target[r], weight, w_total, loss + r, g, cols, o,
+                  stream);
     }
+    if (stream)
+        fs_stream_fence();
 }
 
 /* acc_q += w q and acc_gap += w q (m - z) GAP_SCALE with q = keep t + spread */
@@ -962,8 +1007,9 @@ static double F(ce_probs_sums)(const REAL *z, const REAL *t, const REAL *w, int6
 }
 
 /* g = a * exp(z - m) - c * w * (keep t + spread), w NULL meaning ones */
-static inline void F(probs_grad_block)(REAL *g, const REAL *z, const REAL *t, const REAL *w, REAL m, REAL a, REAL c, REAL keep,
-                                       REAL spread)
+static inline void F(probs_grad_block)(REAL *g, const REAL *z, const REAL *t, const REAL *w,
+                                       REAL m, REAL a, REAL c, REAL keep, REAL spread,
+                                       int stream)
 {
     REAL v[LANES];
     for (int l = 0; l < LANES; l++) {
@@ -971,24 +1017,35 @@ static inline void F(probs_grad_block)(REAL *g, const REAL *z, const REAL *t, co
         q = w ? q * w[l] : q;
         v[l] = a * EXP(z[l] - m) - c * q;
     }
-    for (int l = 0; l < LANES; l++)
-        g[l] = v[l];
+    F(store_block)(g, v, stream);
 }
 
 static void F(ce_probs_grad_store)(const REAL *z, const REAL *t, const REAL *w, REAL *g,
-                                   int64_t n, REAL m, REAL a, REAL c, REAL keep, REAL spread)
+                                   int64_t n, REAL m, REAL a, REAL c, REAL keep, REAL spread,
+                                   int stream)
 {
-    REAL vz[LANES], vt[LANES], vw[LANES];
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        F(probs_grad_block)(g + i, z + i, t + i, w ? w + i : NULL, m, a, c, keep,
-                            spread);
-    if (i < n) {
-        F(load_tail)(vz, z + i, n - i, m);
+    REAL last[LANES], vt[LANES], vw[LANES];
+    int64_t rest = n % LANES, i = 0, tail = n - LANES;
+    stream = stream && fs_stream_aligned(g);
+    if (rest && n >= LANES) /* the overlapping last block, before any store */
+        F(probs_grad_block)(last, z + tail, t + tail, w ? w + tail : NULL, m, a, c, keep,
+                            spread, 0);
+    if (stream)
+        for (; i + LANES <= n; i += LANES)
+            F(probs_grad_block)(g + i, z + i, t + i, w ? w + i : NULL, m, a, c, keep, spread,
+                                1);
+    else
+        for (; i + LANES <= n; i += LANES)
+            F(probs_grad_block)(g + i, z + i, t + i, w ? w + i : NULL, m, a, c, keep, spread,
+                                0);
+    if (rest && n >= LANES) {
+        F(store_tail)(g + tail, last, LANES);
+    } else if (rest) {
+        F(load_tail)(last, z + i, n - i, m);
         F(load_tail)(vt, t + i, n - i, 0);
         F(load_weights_tail)(vw, w ? w + i : NULL, n - i);
-        F(probs_grad_block)(vz, vz, vt, vw, m, a, c, keep, spread);
-        F(store_tail)(g + i, vz, n - i);
+        F(probs_grad_block)(last, last, vt, vw, m, a, c, keep, spread, 0);
+        F(store_tail)(g + i, last, n - i);
     }
 }
 
@@ -1000,6 +1057,7 @@ static void F(cross_entropy_probs)(const REAL *logits, int64_t logits_stride,
 {
     double eps = o->label_smoothing;
     REAL keep = (REAL)(1.0 - eps), spread = (REAL)(eps / (double)cols);
+    int stream = grad && F(streams)(rows, cols);
     for (int64_t r = 0; r < rows; r++) {
         const REAL *z = logits + r * logits_stride, *t = target + r * target_stride;
         REAL *g = grad ? grad + r * grad_stride : NULL;
@@ -1019,8 +1077,10 @@ static void F(cross_entropy_probs)(const REAL *logits, int64_t logits_stride,
             continue;
         double a = o->grad_scale * (total_q + 2.0 * o->z_loss * lse) / s;
         F(ce_probs_grad_store)(z, t, weight, g, cols, m, (REAL)a, (REAL)o->grad_scale, keep,
-                               spread);
+                               spread, stream);
     }
+    if (stream)
+        fs_stream_fence();
 }
 
 /* ------------------------------------------------------------------ */

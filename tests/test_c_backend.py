@@ -202,6 +202,38 @@ def test_rows_of_256k_meet_the_accuracy_bound(isa, dtype):
     np.testing.assert_allclose(fastsoftmax.logsumexp(x, backend="c"), reference.logsumexp(x), rtol=rtol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outputs_large_enough_for_streaming_stores(dtype):
+    # 40 MB per call: log_softmax and the cross-entropy gradient use streaming stores
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5000, 1003)).astype(dtype)
+    rows = [0, 1, 2345, 4999]
+    rtol = 1e-4 if dtype == np.float32 else 1e-11
+    _check_log_probabilities(
+        fastsoftmax.log_softmax(x, backend="c")[rows], reference.log_softmax(x[rows]), dtype
+    )
+    target = rng.integers(0, x.shape[1], len(x))
+    weight = rng.uniform(0.5, 2, x.shape[1])
+    loss, grad = fastsoftmax.cross_entropy(
+        x, target, weight=weight, label_smoothing=0.1, reduction="none", return_grad=True,
+        backend="c",
+    )
+    want_loss, want_grad = reference.cross_entropy(
+        x[rows], target[rows], weight=weight, label_smoothing=0.1, reduction="none"
+    )
+    np.testing.assert_allclose(loss[rows], want_loss, rtol=rtol)
+    np.testing.assert_allclose(grad[rows], want_grad, rtol=rtol, atol=rtol / 1000)
+    probs = rng.uniform(0, 1, x.shape).astype(dtype)
+    probs /= probs.sum(axis=1, keepdims=True)
+    want_loss, want_grad = reference.cross_entropy(x[rows], probs[rows], reduction="none")
+    loss, grad = fastsoftmax.cross_entropy(  # the gradient over the logits, in place
+        x, probs, reduction="none", return_grad=True, grad_out=x, backend="c"
+    )
+    assert grad is x
+    np.testing.assert_allclose(loss[rows], want_loss, rtol=rtol)
+    np.testing.assert_allclose(grad[rows], want_grad, rtol=rtol, atol=rtol / 1000)
+
+
 # ---------------------------------------------------------------------------
 # Threads
 # ---------------------------------------------------------------------------
@@ -323,6 +355,7 @@ def test_kernels_pass_the_c_tests_under_address_and_undefined_sanitizers(tmp_pat
         "-fsanitize=address,undefined",
         "-fno-sanitize-recover=all",
         "-fno-omit-frame-pointer",
+        "-DFS_STREAM_MIN_BYTES=0",  # run the streaming-store paths on the small test data
         f"-I{SRC_C}",
     ]
     sources = [SRC_C / name for name in build.SOURCES] + [SRC_C / "tests" / "test_kernels.c"]
