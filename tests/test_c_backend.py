@@ -199,7 +199,9 @@ def test_rows_of_256k_meet_the_accuracy_bound(isa, dtype):
         fastsoftmax.log_softmax(x, backend="c"), reference.log_softmax(x), dtype
     )
     rtol = 1e-7 if dtype == np.float32 else 1e-14
-    np.testing.assert_allclose(fastsoftmax.logsumexp(x, backend="c"), reference.logsumexp(x), rtol=rtol)
+    np.testing.assert_allclose(
+        fastsoftmax.logsumexp(x, backend="c"), reference.logsumexp(x), rtol=rtol
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -276,14 +278,19 @@ def test_thread_count_does_not_change_results(threads, n_cols):
                 fastsoftmax.softmax(x, backend="c"),
                 fastsoftmax.log_softmax(x, backend="c"),
                 fastsoftmax.logsumexp(x, backend="c"),
-                fastsoftmax.cross_entropy(x, target, return_grad=True, reduction="none", backend="c"),
+                fastsoftmax.cross_entropy(
+                    x, target, return_grad=True, reduction="none", backend="c"
+                ),
                 fastsoftmax.softmax_topk(x, 3, backend="c"),
             )
         )
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
-                np.testing.assert_array_equal(u, v)
+    flat = [
+        [array for item in result for array in (item if isinstance(item, tuple) else (item,))]
+        for result in results
+    ]
+    for other in flat[1:]:
+        for a, b in zip(flat[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_calls_from_many_python_threads_at_once(threads):
