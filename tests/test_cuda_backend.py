@@ -31,6 +31,8 @@ if not fastsoftmax.backends()["cuda"].available:
     )
 
 from numba import cuda  # noqa: E402  (only importable once the backend is)
+from numba.cuda import types  # noqa: E402
+from numba.cuda.np import numpy_support  # noqa: E402
 
 from fastsoftmax import _host  # noqa: E402
 from fastsoftmax._backends import cuda_backend  # noqa: E402
@@ -219,6 +221,29 @@ def _shuffle_through_barriers(self, mask, value, lane_mask):
     return partner
 
 
+_SHARED_ALLOCATION = threading.Lock()
+
+
+def _shared_array_once(self, shape, dtype, alignment=None):
+    """``cuda.shared.array`` for the simulator with each static array made exactly once.
+
+    The simulator keys static shared arrays by the calling line but checks and
+    stores without a lock, so two threads of a block can each get a private
+    array and read the other's slots uninitialised.
+    """
+    if alignment is not None:
+        raise RuntimeError("array alignment is not supported in the simulator")
+    dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
+    if shape == 0:
+        return np.frombuffer(self._dynshared.data, dtype=dtype, count=self._dynshared_size // dtype.itemsize)
+    caller = sys._getframe(1)
+    key = (caller.f_code.co_filename, caller.f_lineno)
+    with _SHARED_ALLOCATION:
+        if key not in self._allocations:
+            self._allocations[key] = np.empty(shape, dtype)
+        return self._allocations[key]
+
+
 @pytest.fixture
 def warp_shuffles(monkeypatch):
     """Kernels built with warp shuffles, emulated in the simulator (which lacks them).
@@ -228,9 +253,11 @@ def warp_shuffles(monkeypatch):
     """
     if not runtime.SIMULATOR:
         pytest.skip("on a GPU the shuffle path is the default one, run by every test")
-    from numba.cuda.simulator.kernelapi import FakeCUDAModule
+    from numba.cuda.simulator.kernelapi import FakeCUDAModule, FakeCUDAShared
 
     monkeypatch.setattr(FakeCUDAModule, "shfl_xor_sync", _shuffle_through_barriers, raising=False)
+    # Reductions wider than a warp keep the warps' results in static shared arrays.
+    monkeypatch.setattr(FakeCUDAShared, "array", _shared_array_once)
     sizes = {
         "USE_SHUFFLE": True, "ROW_LANES": 32, "LANE_VALUES": 2, "ROWS_BLOCK": 64,
         "ROW_BLOCK_MAX": 64, "ROW_CACHE_BYTES": 8, "TOPK_BLOCK": 64, "TOPK_LOCAL": 2,
