@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _checks, _dispatch, _host
-from ._layout import Operand, run_rows
+from ._layout import Operand, class_axis_last, run_rows
 
 
 def _backward(op, grad, saved, saved_name, axis, out, backend):
@@ -23,7 +23,7 @@ def _backward(op, grad, saved, saved_name, axis, out, backend):
         return out
     kernel = getattr(_dispatch.load(name), op)
     kernel_dtype = _checks.compute_dtype(result_dtype)
-    gm, sm, om = (np.moveaxis(a, axis, -1) for a in (grad, saved, out))
+    gm, sm, om = (class_axis_last(a, axis) for a in (grad, saved, out))
     run_rows(
         kernel,
         [

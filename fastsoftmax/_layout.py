@@ -11,6 +11,7 @@ costs a bounded buffer, never a copy of the whole input.
 """
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,11 @@ class Operand:
             self.width = self.array.shape[-1]
 
 
+def class_axis_last(array, axis):
+    """`array` with `axis` (already normalised) moved last; the array itself when it is."""
+    return array if axis == array.ndim - 1 else np.moveaxis(array, axis, -1)
+
+
 def _kernel_ready(view, dtype, per_row):
     """True when a kernel can use `view` as it is."""
     if view.dtype != dtype or not view.dtype.isnative or not view.flags.aligned:
@@ -65,6 +71,8 @@ def _collapse_lead(lead, arrays):
     (views only: nothing is copied).
     """
     n_lead = len(lead)
+    if n_lead == 1:
+        return lead, list(arrays)
     keep = [d for d in range(n_lead) if lead[d] != 1]
     groups = []
     for d in keep:
@@ -74,7 +82,9 @@ def _collapse_lead(lead, arrays):
             groups[-1].append(d)
         else:
             groups.append([d])
-    new_lead = tuple(int(np.prod([lead[d] for d in g])) for g in groups)
+    new_lead = tuple(math.prod(lead[d] for d in g) for g in groups)
+    if new_lead == tuple(lead):
+        return new_lead, list(arrays)
     views = []
     for a in arrays:
         lead_strides = tuple(a.strides[g[-1]] for g in groups)
@@ -155,7 +165,7 @@ def run_rows(kernel, operands, lead, max_block_rows=None):
         Call the kernel on at most this many rows at a time (needed when a
         scratch output is present).
     """
-    n_rows = int(np.prod(lead))
+    n_rows = math.prod(lead)
     if n_rows == 0:
         return
     real = [op.array for op in operands if op.array is not None]

@@ -5,7 +5,7 @@ import operator
 import numpy as np
 
 from . import _checks, _dispatch, _host
-from ._layout import Operand, run_rows
+from ._layout import Operand, class_axis_last, run_rows
 
 
 def _rowwise(op, x, axis, out, dtype, backend, inv_temperature):
@@ -21,7 +21,7 @@ def _rowwise(op, x, axis, out, dtype, backend, inv_temperature):
     kernel_dtype = _checks.compute_dtype(result_dtype)
     module = _dispatch.load(name)
     kernel = getattr(module, op)
-    xm, om = np.moveaxis(x, axis, -1), np.moveaxis(out, axis, -1)
+    xm, om = class_axis_last(x, axis), class_axis_last(out, axis)
     run_rows(
         lambda xv, ov: kernel(xv, ov, inv_temperature),
         [
@@ -205,7 +205,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, dtype=None, backend="auto
         per_row[...] = -np.inf
         return out
     kernel = _dispatch.load(name).logsumexp
-    xm = np.moveaxis(x, axis, -1)
+    xm = class_axis_last(x, axis)
     kernel_dtype = _checks.compute_dtype(result_dtype)
     run_rows(
         kernel,
@@ -283,7 +283,7 @@ def softmax_topk(x, k, axis=-1, *, temperature=1.0, backend="auto"):
     axis = _checks.normalize_axis(axis, x.ndim)
     k = check_k(k, x.shape[axis])
     result_dtype = _checks.result_dtype(x.dtype)
-    xm = np.moveaxis(x, axis, -1)
+    xm = class_axis_last(x, axis)
     probs = np.empty(xm.shape[:-1] + (k,), dtype=result_dtype)
     indices = np.empty(xm.shape[:-1] + (k,), dtype=np.int64)
     kernel = _dispatch.load(name).softmax_topk
