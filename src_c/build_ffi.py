@@ -29,6 +29,7 @@ DEPENDS = [
     "fs_kernels.h",
     "fs_math.h",
     "fs_stream.h",
+    "fs_transpose.h",
 ]
 
 # Optimisation without -ffast-math: the kernels' NaN/inf handling needs IEEE

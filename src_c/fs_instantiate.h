@@ -6,6 +6,7 @@
 #include "fs_internal.h"
 #include "fs_math.h"
 #include "fs_stream.h"
+#include "fs_transpose.h"
 
 #define REAL float
 #define REAL_TINY 0x1p-149f
@@ -15,6 +16,7 @@
 #define EXP(x) fs_expf_nonpositive(x)
 #define EXP_ANY(x) fs_expf(x)
 #define LANE_LOG(x) fs_logf(x)
+#define TRANSPOSE8 FS_HAVE_TRANSPOSE8
 #include "fs_kernels.h"
 #undef REAL
 #undef REAL_TINY
@@ -24,6 +26,7 @@
 #undef EXP
 #undef EXP_ANY
 #undef LANE_LOG
+#undef TRANSPOSE8
 
 #define REAL double
 #define REAL_TINY 0x1p-1074
@@ -33,6 +36,7 @@
 #define EXP(x) fs_exp_nonpositive(x)
 #define EXP_ANY(x) fs_exp(x)
 #define LANE_LOG(x) log(x)
+#define TRANSPOSE8 0
 #include "fs_kernels.h"
 #undef REAL
 #undef REAL_TINY
@@ -42,6 +46,7 @@
 #undef EXP
 #undef EXP_ANY
 #undef LANE_LOG
+#undef TRANSPOSE8
 
 /* element-wise log, for accuracy tests */
 static void log_map_f32(const float *x, float *out, int64_t n)

@@ -9,6 +9,8 @@
  *   EXP(x)           the vectorizable exp of fs_math.h for REAL and x <= 0
  *   EXP_ANY(x)       the same for any x
  *   LANE_LOG(x)      log of REAL used lane by lane in the short-row kernels
+ *   TRANSPOSE8       1 where REAL is float and fs_transpose.h has 8 x 8
+ *                    transposes for this instruction set, else 0
  *   FS_VECTOR_BYTES  the SIMD register width of the instruction set
  *
  * Shape of the code. Hot loops work on blocks of LANES elements (four SIMD
@@ -87,6 +89,13 @@ static inline F(factor) F(factor_of)(double t)
     f.lo = (REAL)(t - (double)f.hi);
     f.lo = f.lo > 0 ? f.lo : REAL_TINY;
     f.one = t == 1;
+    return f;
+}
+
+/* t = 1, as a constant: a loop specialized with it computes x - m itself. */
+static inline F(factor) F(unit)(void)
+{
+    F(factor) f = {1, REAL_TINY, 1};
     return f;
 }
 
@@ -225,7 +234,7 @@ static inline void F(sum_exp_block)(REAL *acc, const REAL *x, REAL m, F(factor) 
 }
 
 /* Sum of exp((x - m) * t) over at most CHUNK elements. */
-static double F(chunk_sum_exp)(const REAL *x, int64_t n, REAL m, F(factor) t)
+static inline double F(chunk_sum_exp_at)(const REAL *x, int64_t n, REAL m, F(factor) t)
 {
     REAL acc[LANES], v[LANES];
     for (int l = 0; l < LANES; l++)
@@ -240,6 +249,13 @@ static double F(chunk_sum_exp)(const REAL *x, int64_t n, REAL m, F(factor) t)
         F(sum_exp_block)(acc, v, m, t, 0);
     }
     return F(lanes_sum)(acc);
+}
+
+static double F(chunk_sum_exp)(const REAL *x, int64_t n, REAL m, F(factor) t)
+{
+    if (F(is_one)(t))
+        return F(chunk_sum_exp_at)(x, n, m, F(unit)());
+    return F(chunk_sum_exp_at)(x, n, m, t);
 }
 
 /*
@@ -436,11 +452,30 @@ static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor
 /* Short rows: a tile of TILE_ROWS rows with lanes spanning rows       */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Rows [0, rows) of the tile moved with 8 x 8 register transposes where the
+ * instruction set has them: groups of 8 rows and 8 columns, the last column
+ * group overlapping the one before (rows of at least 8 columns). Returns the
+ * first row left to the scalar copies.
+ */
+static inline int64_t F(tile_rows_by_8)(int64_t rows, int64_t cols)
+{
+    return TRANSPOSE8 && cols >= 8 ? rows - rows % 8 : 0;
+}
+
 /* tile[j][r] = x[r * stride + j]; rows past `rows` are zero. */
 static void F(tile_load)(REAL tile[][TILE_ROWS], const REAL *x, int64_t stride, int64_t rows,
                          int64_t cols)
 {
-    for (int64_t r = 0; r < rows; r++) {
+    int64_t r = F(tile_rows_by_8)(rows, cols);
+#if TRANSPOSE8
+    for (int64_t r8 = 0; r8 < r; r8 += 8)
+        for (int64_t j = 0; j < cols; j += 8) {
+            int64_t j8 = j + 8 <= cols ? j : cols - 8;
+            fs_load_transposed8(&tile[j8][r8], TILE_ROWS, x + r8 * stride + j8, stride);
+        }
+#endif
+    for (; r < rows; r++) {
         const REAL *row = x + r * stride;
 #pragma GCC unroll 4
         for (int64_t j = 0; j < cols; j++)
@@ -451,39 +486,56 @@ static void F(tile_load)(REAL tile[][TILE_ROWS], const REAL *x, int64_t stride, 
             tile[j][r] = 0;
 }
 
+/* out[r * stride + j] = tile[j][r] * mul[r] - sub[r] (mul NULL: 1, sub NULL: 0) */
+static void F(tile_store_map)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS],
+                              const REAL *mul, const REAL *sub, int64_t rows, int64_t cols)
+{
+    int64_t r = F(tile_rows_by_8)(rows, cols);
+#if TRANSPOSE8
+    for (int64_t r8 = 0; r8 < r; r8 += 8) {
+        __m256 m = mul ? _mm256_loadu_ps(mul + r8) : _mm256_set1_ps(1.0f);
+        __m256 s = sub ? _mm256_loadu_ps(sub + r8) : _mm256_setzero_ps();
+        for (int64_t j = 0; j < cols; j += 8) {
+            int64_t j8 = j + 8 <= cols ? j : cols - 8;
+            fs_store_transposed8(out + r8 * stride + j8, stride, &tile[j8][r8], TILE_ROWS, m, s);
+        }
+    }
+#endif
+    for (; r < rows; r++) {
+        REAL *row = out + r * stride;
+        if (mul)
+#pragma GCC unroll 4
+            for (int64_t j = 0; j < cols; j++)
+                row[j] = tile[j][r] * mul[r];
+        else if (sub)
+#pragma GCC unroll 4
+            for (int64_t j = 0; j < cols; j++)
+                row[j] = tile[j][r] - sub[r];
+        else
+#pragma GCC unroll 4
+            for (int64_t j = 0; j < cols; j++)
+                row[j] = tile[j][r];
+    }
+}
+
 /* out[r * stride + j] = tile[j][r] * scale[r] */
 static void F(tile_store_scaled)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS],
                                  const REAL *scale, int64_t rows, int64_t cols)
 {
-    for (int64_t r = 0; r < rows; r++) {
-        REAL *row = out + r * stride;
-#pragma GCC unroll 4
-        for (int64_t j = 0; j < cols; j++)
-            row[j] = tile[j][r] * scale[r];
-    }
+    F(tile_store_map)(out, stride, tile, scale, NULL, rows, cols);
 }
 
 /* out[r * stride + j] = tile[j][r] - shift[r] */
 static void F(tile_store_shifted)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS],
                                   const REAL *shift, int64_t rows, int64_t cols)
 {
-    for (int64_t r = 0; r < rows; r++) {
-        REAL *row = out + r * stride;
-#pragma GCC unroll 4
-        for (int64_t j = 0; j < cols; j++)
-            row[j] = tile[j][r] - shift[r];
-    }
+    F(tile_store_map)(out, stride, tile, NULL, shift, rows, cols);
 }
 
 static void F(tile_store)(REAL *out, int64_t stride, REAL tile[][TILE_ROWS], int64_t rows,
                           int64_t cols)
 {
-    for (int64_t r = 0; r < rows; r++) {
-        REAL *row = out + r * stride;
-#pragma GCC unroll 4
-        for (int64_t j = 0; j < cols; j++)
-            row[j] = tile[j][r];
-    }
+    F(tile_store_map)(out, stride, tile, NULL, NULL, rows, cols);
 }
 
 /* Per-row (lane) maximum of a tile, NaN skipped. */
@@ -522,16 +574,37 @@ static void F(tile_sum_exp)(REAL tile[][TILE_ROWS], int64_t cols, REAL *s)
             s[l] += EXP(tile[j][l]);
 }
 
-/* As tile_sum_exp, replacing the tile by the exponentials. */
-static void F(tile_exp_sum)(REAL tile[][TILE_ROWS], int64_t cols, REAL *s)
+/*
+ * Per-row sum s of exp((tile - m) * t) for an unshifted tile, which becomes
+ * the exponentials when `store`: tile_shift fused into the loop of the exp.
+ */
+static inline void F(tile_exp_sum_at)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m,
+                                      F(factor) t, REAL *s, int store)
 {
-    for (int l = 0; l < TILE_ROWS; l++)
+    REAL half_m[TILE_ROWS];
+    for (int l = 0; l < TILE_ROWS; l++) {
+        half_m[l] = m[l] * (REAL)0.5;
         s[l] = 0;
+    }
     for (int64_t j = 0; j < cols; j++)
         for (int l = 0; l < TILE_ROWS; l++) {
-            tile[j][l] = EXP(tile[j][l]);
-            s[l] += tile[j][l];
+            REAL gap = F(is_one)(t) ? tile[j][l] - m[l]
+                                    : F(scaled_gap)(tile[j][l], half_m[l], t, 0);
+            REAL e = EXP(gap);
+            s[l] += e;
+            if (store)
+                tile[j][l] = e;
         }
+}
+
+/* tile = exp((tile - m) * t); s = its per-row sums. */
+static void F(tile_exp_sum)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m, F(factor) t,
+                            REAL *s)
+{
+    if (F(is_one)(t))
+        F(tile_exp_sum_at)(tile, cols, m, F(unit)(), s, 1);
+    else
+        F(tile_exp_sum_at)(tile, cols, m, t, s, 1);
 }
 
 static void F(softmax_short)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
@@ -542,8 +615,7 @@ static void F(softmax_short)(const REAL *x, int64_t x_stride, REAL *out, int64_t
         int64_t n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
         F(tile_load)(tile, x + r0 * x_stride, x_stride, n, cols);
         F(tile_max)(tile, cols, m);
-        F(tile_shift)(tile, cols, m, t);
-        F(tile_exp_sum)(tile, cols, s);
+        F(tile_exp_sum)(tile, cols, m, t, s);
         for (int l = 0; l < TILE_ROWS; l++)
             s[l] = 1 / s[l];
         F(tile_store_scaled)(out + r0 * out_stride, out_stride, tile, s, n, cols);
@@ -578,8 +650,7 @@ static void F(logsumexp_short)(const REAL *x, int64_t x_stride, REAL *out, int64
         for (int64_t j = 0; j < cols; j++)
             for (int l = 0; l < TILE_ROWS; l++)
                 nan_seen[l] |= tile[j][l] != tile[j][l];
-        F(tile_shift)(tile, cols, m, F(factor_of)(1));
-        F(tile_sum_exp)(tile, cols, s);
+        F(tile_exp_sum_at)(tile, cols, m, F(unit)(), s, 0);
         for (int l = 0; l < TILE_ROWS; l++) {
             REAL lse = m[l] + LANE_LOG(s[l]); /* NaN if the row holds a NaN */
             lse = F(is_finite)(m[l]) ? lse : m[l];
@@ -893,8 +964,7 @@ static void F(cross_entropy_short)(const REAL *logits, int64_t logits_stride,
             ignored[l] = y[l] == o->ignore_index;
             a[l] = ignored[l] ? 0 : tile[y[l]][l]; /* z[y] */
         }
-        F(tile_shift)(tile, cols, m, F(factor_of)(1));
-        F(tile_exp_sum)(tile, cols, s);
+        F(tile_exp_sum)(tile, cols, m, F(unit)(), s);
         for (int l = 0; l < TILE_ROWS; l++)
             log_s[l] = LANE_LOG(s[l]);
         for (int64_t l = 0; l < n; l++) {

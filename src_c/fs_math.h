@@ -84,16 +84,35 @@ static inline float fs_expf_reduced(float x, float scale, uint32_t *k)
 
 /*
  * exp(x) for x <= 0 (and -inf, NaN): what the kernels use, since they only
- * exponentiate x - max(x). The polynomial carries a factor 2^-64 and 2^k is
- * applied as 2^(k+64), one multiplication that rounds subnormal results once.
- * Exactly 0 below -104 (hence for -inf); still within 1 ulp up to x = 44.
+ * exponentiate x - max(x). Arguments below -110 are raised to -110 first (a
+ * maximum that keeps NaN), whose exp rounds to 0 like theirs: so -inf gives
+ * exactly 0 with no select. The rounding shifter carries the exponent bias
+ * of 2^(k+64) in its low bits, so a shift alone makes that power of two; the
+ * polynomial carries a factor 2^-64, and one multiplication by 2^(k+64)
+ * rounds subnormal results once. Still within 1 ulp up to x = 44.
  */
 static inline float fs_expf_nonpositive(float x)
 {
-    uint32_t k;
-    float p = fs_expf_reduced(x, 0x1p-64f, &k);
-    float y = p * fs_f32_from_bits((k + 191u) << 23);
-    return x < -104.0f ? 0.0f : y;
+    const float shifter = 12582912.0f + 191.0f; /* 1.5 * 2^23, plus the bias 127 + 64 */
+    const float ln2_hi = 0.693359375f;
+    const float ln2_lo = -2.12194440e-4f;
+    const float scale = 0x1p-64f;
+    x = -110.0f > x ? -110.0f : x; /* maxps with x second: NaN stays NaN */
+    float shifted = x * 1.44269504f + shifter;
+    float kf = shifted - shifter;
+    float r = x - kf * ln2_hi;
+    r = r - kf * ln2_lo;
+    float q = 1.381458176e-3f * scale;
+    q = q * r + 8.368724147e-3f * scale;
+    q = q * r + 4.166838878e-2f * scale;
+    q = q * r + 1.666652057e-1f * scale;
+    q = q * r + 4.999999344e-1f * scale;
+#if FS_FMA
+    float p = (q * r + scale) * r + scale;
+#else
+    float p = scale + (r * scale + (r * r) * q);
+#endif
+    return p * fs_f32_from_bits(fs_f32_bits(shifted) << 23);
 }
 
 /*
