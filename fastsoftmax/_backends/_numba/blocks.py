@@ -9,14 +9,16 @@ log_softmax), or each row then finishes on its own from its column of the tile
 (logsumexp, cross-entropy against class indices, top-k). The tile and the
 per-row vectors live on the stack with constant sizes, so LLVM vectorizes the
 loops over them without overlap checks. Rows past the end of the last block
-are padded with zeros and never written.
+are padded with zeros and never written. Rows of at least 8 classes move
+between the array and the tile in 8 x 8 blocks transposed in vector registers
+(`rows_by_8`), the rest element by element.
 """
 
 import numpy as np
 
 from . import cross_entropy, rows
 from .elementary import exp_nonpositive, log
-from .intrinsics import maximum, stack_array, unit_stride
+from .intrinsics import copy_block_transposed, maximum, stack_array, unit_stride
 from .jit import helper, kernel
 
 SHORT_ROW_MAX = 32
@@ -24,15 +26,42 @@ BLOCK_ROWS = 64
 
 
 @helper
+def rows_by_8(n, c):
+    """How many of `n` rows of `c` classes move by 8 x 8 blocks (rows of >= 8 classes)."""
+    return n - n % 8 if c >= 8 else 0
+
+
+@helper
 def load_tile(x, first, n, tile):
     """``tile[j, r] = x[first + r, j]`` for ``r < n``, 0 for the padding rows."""
-    for r in range(n):
+    c = x.shape[1]
+    by_8 = rows_by_8(n, c)
+    for r in range(0, by_8, 8):
+        for j in range(0, c, 8):
+            col = min(j, c - 8)  # the last block overlaps the one before
+            copy_block_transposed(x, first + r, col, tile, col, r)
+    for r in range(by_8, n):
         row = np.uint64(first + r)  # unsigned: no negative-index wraparound
-        for j in range(x.shape[1]):
+        for j in range(c):
             tile[j, r] = x[row, j]
     for r in range(n, BLOCK_ROWS):
-        for j in range(x.shape[1]):
+        for j in range(c):
             tile[j, r] = 0.0
+
+
+@helper
+def store_tile(tile, out, first, n):
+    """``out[first + r, j] = tile[j, r]`` for ``r < n``."""
+    c = out.shape[1]
+    by_8 = rows_by_8(n, c)
+    for r in range(0, by_8, 8):
+        for j in range(0, c, 8):
+            col = min(j, c - 8)
+            copy_block_transposed(tile, col, r, out, first + r, col)
+    for r in range(by_8, n):
+        row = np.uint64(first + r)
+        for j in range(c):
+            out[row, j] = tile[j, r]
 
 
 @helper
@@ -126,10 +155,10 @@ def softmax(x, out, t, start, stop):
         exp_columns_in_place(tile, c, t, m, s)
         for r in range(BLOCK_ROWS):
             scale[r] = 1.0 / s[r]
-        for r in range(n):
-            row = np.uint64(first + r)
-            for j in range(c):
-                out[row, j] = tile[j, r] * scale[r]
+        for j in range(c):
+            for r in range(BLOCK_ROWS):
+                tile[j, r] *= scale[r]
+        store_tile(tile, out, first, n)
 
 
 @kernel
@@ -150,10 +179,10 @@ def log_softmax(x, out, t, start, stop):
         halves(m, half_m)
         for r in range(BLOCK_ROWS):
             log_s[r] = log(s[r])
-        for r in range(n):
-            row = np.uint64(first + r)
-            for j in range(c):
-                out[row, j] = rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t) - log_s[r]
+        for j in range(c):
+            for r in range(BLOCK_ROWS):
+                tile[j, r] = rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t) - log_s[r]
+        store_tile(tile, out, first, n)
 
 
 @kernel
