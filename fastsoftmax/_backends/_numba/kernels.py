@@ -9,14 +9,15 @@ pick them in Python, so that a call compiles only the code it runs.
 
 When an output is the very same array as an input (same start address: the
 protocol rules out partial overlaps), the row loop hands the one row view to
-both parameters: LLVM then sees that each element is read before
-it is written and vectorizes, where a runtime overlap check would send the
-loop to its scalar fallback.
+both parameters. Helpers are optimized on their own before they are inlined,
+so a loop over two rows may already carry a runtime overlap check, which the
+one view fails: that loop then runs its scalar fallback. Softmax, the most
+used in place, has row code of its own for that case (`rows.softmax_in_place`).
 """
 
 from . import blocks, cross_entropy, rows, topk
 from .intrinsics import unit_stride
-from .jit import kernel
+from .jit import helper, kernel
 
 softmax_short = blocks.softmax
 log_softmax_short = blocks.log_softmax
@@ -25,20 +26,20 @@ cross_entropy_class_short = blocks.cross_entropy_class
 softmax_topk_short = blocks.softmax_topk
 
 
-@kernel
-def softmax(x, out, t, start, stop):
+@helper
+def softmax_rows(x, out, t, start, stop):
     """Softmax of rows ``start:stop`` at inverse temperature `t`."""
     inplace = x.ctypes.data == out.ctypes.data
     for i in range(start, stop):
         o = unit_stride(out[i])
         if inplace:
-            rows.softmax(o, o, t)
+            rows.softmax_in_place(o, t)
         else:
             rows.softmax(unit_stride(x[i]), o, t)
 
 
-@kernel
-def log_softmax(x, out, t, start, stop):
+@helper
+def log_softmax_rows(x, out, t, start, stop):
     """Log-softmax of rows ``start:stop`` at inverse temperature `t`."""
     inplace = x.ctypes.data == out.ctypes.data
     for i in range(start, stop):
@@ -47,6 +48,29 @@ def log_softmax(x, out, t, start, stop):
             rows.log_softmax(o, o, t)
         else:
             rows.log_softmax(unit_stride(x[i]), o, t)
+
+
+# The common t = 1 gets code of its own, compiled with the literal: LLVM then
+# drops the temperature from every loop, and the row code that remains runs
+# faster (e.g. 0.65 against 0.90 ns per element at 128 classes).
+
+
+@kernel
+def softmax(x, out, t, start, stop):
+    """Softmax of rows ``start:stop`` at inverse temperature `t`."""
+    if t == 1.0:
+        softmax_rows(x, out, x.dtype.type(1.0), start, stop)
+    else:
+        softmax_rows(x, out, t, start, stop)
+
+
+@kernel
+def log_softmax(x, out, t, start, stop):
+    """Log-softmax of rows ``start:stop`` at inverse temperature `t`."""
+    if t == 1.0:
+        log_softmax_rows(x, out, x.dtype.type(1.0), start, stop)
+    else:
+        log_softmax_rows(x, out, t, start, stop)
 
 
 @kernel

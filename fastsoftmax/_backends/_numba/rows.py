@@ -3,11 +3,10 @@
 Every function takes contiguous one-dimensional rows (layout ``'C'``) of
 float32 or float64 and computes in that precision, except that sums are
 accumulated in float64, so that rows of 256k classes stay exact to rounding.
-Exponentials are summed a chunk of ``CHUNK`` elements at a time: one loop
-writes them (to the output row, or to a small buffer on the stack), a second
-loop adds them up; LLVM vectorizes both, where a float64 sum inside the loop
-computing float32 exponentials would stay scalar. ``out`` may be the very same
-row as an input.
+Exponentials are summed a chunk at a time, in the row's precision across
+vector lanes within a chunk and in float64 across chunks: a float64 sum inside
+the loop computing float32 exponentials would make LLVM generate far slower
+code. ``out`` may be the very same row as an input.
 """
 
 import math
@@ -22,6 +21,8 @@ from .jit import helper, reduction
 # block comes from memory once and is scanned twice from the L1 cache.
 BLOCK = 2048
 CHUNK = 1024
+# Chunks summed in the row's precision by `store_exp`.
+LANE_CHUNK = 256
 
 
 @helper
@@ -61,19 +62,60 @@ def scaled_gap(v, shift, half_shift, twice_t):
 # non-negative and drops Numba's negative-index wraparound from the loop body.
 
 
+@reduction
+def store_exp_chunk(source, target, shift, half_shift, twice_t):
+    """``target = exp((source - shift) * t)``; returns ``sum(target)`` in the row's precision.
+
+    One loop that stores each exponential and adds it to a sum spread over
+    the vector lanes; `twice_t` is tested once, outside the loops.
+    """
+    part = source.dtype.type(0.0)
+    if twice_t == 2.0:
+        for j in range(source.shape[0]):
+            v = exp_nonpositive(source[j] - shift)
+            target[j] = v
+            part += v
+    else:
+        for j in range(source.shape[0]):
+            v = exp_nonpositive(scaled_gap(source[j], shift, half_shift, twice_t))
+            target[j] = v
+            part += v
+    return part
+
+
 @helper
 def store_exp(x, out, shift, t):
-    """``out = exp((x - shift) * t)`` for ``x <= shift``; returns ``sum(out)`` in float64."""
+    """``out = exp((x - shift) * t)`` for ``x <= shift``; returns ``sum(out)`` in float64.
+
+    Each ``LANE_CHUNK`` elements are summed in the row's precision (a few
+    terms per vector lane, so within a few roundings), the chunks in float64.
+    """
     n = x.shape[0]
     half_shift, twice_t = shift * x.dtype.type(0.5), t + t
     s = 0.0
-    for start in range(0, n, CHUNK):
-        stop = min(start + CHUNK, n)
-        source = x[start:stop]
-        target = out[start:stop]
-        for j in range(source.shape[0]):
-            target[j] = exp_nonpositive(scaled_gap(source[j], shift, half_shift, twice_t))
-        s += total(target)
+    for start in range(0, n, LANE_CHUNK):
+        stop = min(start + LANE_CHUNK, n)
+        s += store_exp_chunk(x[start:stop], out[start:stop], shift, half_shift, twice_t)
+    return s
+
+
+@helper
+def store_exp_in_place(x, shift, t):
+    """`store_exp` with ``out = x``.
+
+    Each chunk is first copied to the stack: the vector loop of
+    `store_exp_chunk` runs only for a source and a target that do not
+    overlap, and would otherwise fall back to its scalar loop.
+    """
+    n = x.shape[0]
+    half_shift, twice_t = shift * x.dtype.type(0.5), t + t
+    buffer = stack_array(1, LANE_CHUNK, x.dtype)[0]
+    s = 0.0
+    for start in range(0, n, LANE_CHUNK):
+        stop = min(start + LANE_CHUNK, n)
+        source = buffer[: stop - start]
+        source[:] = x[start:stop]
+        s += store_exp_chunk(source, x[start:stop], shift, half_shift, twice_t)
     return s
 
 
@@ -187,9 +229,21 @@ def logsumexp(x):
 def softmax(x, out, t):
     """``out = exp((x - max) * t) / sum(...)``; a NaN row when max is not finite."""
     s = store_exp(x, out, row_max(x), t)
-    scale = x.dtype.type(1.0 / s)
+    scale_row(out, x.dtype.type(1.0 / s))
+
+
+@helper
+def softmax_in_place(x, t):
+    """`softmax` with ``out = x``."""
+    s = store_exp_in_place(x, row_max(x), t)
+    scale_row(x, x.dtype.type(1.0 / s))
+
+
+@helper
+def scale_row(x, scale):
+    """``x *= scale``."""
     for j in range(x.shape[0]):
-        out[j] *= scale
+        x[j] *= scale
 
 
 @helper
