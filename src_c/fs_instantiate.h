@@ -17,6 +17,8 @@
 #define EXP_ANY(x) fs_expf(x)
 #define LANE_LOG(x) fs_logf(x)
 #define TRANSPOSE8 FS_HAVE_TRANSPOSE8
+#define VECTOR_ROWS FS_HAVE_VEC_EXP
+#define VECTOR_EXP(x) fs_expf_nonpositive_vec(x)
 #include "fs_kernels.h"
 #undef REAL
 #undef REAL_TINY
@@ -27,6 +29,8 @@
 #undef EXP_ANY
 #undef LANE_LOG
 #undef TRANSPOSE8
+#undef VECTOR_ROWS
+#undef VECTOR_EXP
 
 #define REAL double
 #define REAL_TINY 0x1p-1074
@@ -37,6 +41,7 @@
 #define EXP_ANY(x) fs_exp(x)
 #define LANE_LOG(x) log(x)
 #define TRANSPOSE8 0
+#define VECTOR_ROWS 0
 #include "fs_kernels.h"
 #undef REAL
 #undef REAL_TINY
@@ -47,6 +52,8 @@
 #undef EXP_ANY
 #undef LANE_LOG
 #undef TRANSPOSE8
+#undef VECTOR_ROWS
+#undef VECTOR_EXP
 
 /* element-wise log, for accuracy tests */
 static void log_map_f32(const float *x, float *out, int64_t n)

@@ -11,6 +11,9 @@
  *   LANE_LOG(x)      log of REAL used lane by lane in the short-row kernels
  *   TRANSPOSE8       1 where REAL is float and fs_transpose.h has 8 x 8
  *                    transposes for this instruction set, else 0
+ *   VECTOR_ROWS      1 where REAL is float and the compiler has vector
+ *                    extensions (FS_HAVE_VEC_EXP), else 0; then
+ *   VECTOR_EXP(v)    EXP on a whole SIMD register of REAL
  *   FS_VECTOR_BYTES  the SIMD register width of the instruction set
  *
  * Shape of the code. Hot loops work on blocks of LANES elements (four SIMD
@@ -21,6 +24,10 @@
  * partial results, so no reassociation is needed; the partials of each CHUNK
  * of a row are added into a double, which keeps rows of 256k elements within
  * the contract's accuracy.
+ *
+ * Medium rows (at most MEDIUM_COLS, where VECTOR_ROWS) are written with
+ * explicit SIMD vectors, which GCC keeps in registers with the exp's
+ * constants hoisted out of the row loop.
  *
  * Short rows (at most SHORT_COLS) are transposed, TILE_ROWS at a time, into a
  * stack tile whose SIMD lanes span rows, so one vector instruction serves many
@@ -138,28 +145,71 @@ static inline void F(store_tail)(REAL *out, const REAL *v, int64_t n)
         out[l] = v[l];
 }
 
-/* Sum of the LANES partial sums: the vectors into one, then its lanes in double. */
+#if defined(__GNUC__) || defined(__clang__)
+/* One SIMD register of REAL, for the horizontal folds below. */
+typedef REAL F(vec) __attribute__((vector_size(FS_VECTOR_BYTES)));
+/* the same, read from any REAL array (element alignment, aliasing allowed) */
+typedef REAL F(vec_in_array)
+    __attribute__((vector_size(FS_VECTOR_BYTES), aligned(sizeof(REAL)), may_alias));
+
+/* The LANES partial results folded into one vector by `op`, pairwise. */
+#define FS_FOLD_LANES(acc, op)                                               \
+    F(vec) part[LANES / VEC];                                                \
+    for (int k = 0; k < LANES / VEC; k++)                                    \
+        part[k] = *(const F(vec_in_array) *)(acc + k * VEC);                 \
+    for (int w = LANES / VEC / 2; w > 0; w /= 2)                             \
+        for (int k = 0; k < w; k++)                                          \
+            part[k] = op(part[k], part[k + w]);                              \
+    REAL folded[VEC];                                                        \
+    memcpy(folded, &part[0], sizeof folded)
+#define FS_VEC_ADD(a, b) ((a) + (b))
+/* per lane b > a ? b : a, as bit masks (C has no vector select): a NaN b is skipped */
+#define FS_VEC_MAX(a, b) F(vec_max)(a, b)
+typedef __typeof__((F(vec)){0} > (F(vec)){0}) F(vec_mask);
+
+static inline F(vec) F(vec_max)(F(vec) a, F(vec) b)
+{
+    F(vec_mask) b_wins = b > a;
+    return (F(vec))((b_wins & (F(vec_mask))b) | (~b_wins & (F(vec_mask))a));
+}
+#else
+#define FS_FOLD_LANES(acc, op)                                               \
+    for (int w = LANES / 2; w >= VEC; w /= 2)                                \
+        for (int l = 0; l < w; l++)                                          \
+            acc[l] = op(acc[l], acc[l + w]);                                 \
+    REAL *folded = acc
+#define FS_VEC_ADD(a, b) ((a) + (b))
+#define FS_VEC_MAX(a, b) F(max_of)(a, b)
+#endif
+
+/*
+ * Sum of the LANES partial sums: the vectors into one, then its lanes in
+ * double; pairwise, so the dependent additions are log2 of their number.
+ */
 static inline double F(lanes_sum)(REAL *acc)
 {
-    for (int k = 1; k < LANES / VEC; k++)
-        for (int l = 0; l < VEC; l++)
-            acc[l] += acc[l + k * VEC];
-    double s = 0.0;
+    FS_FOLD_LANES(acc, FS_VEC_ADD);
+    double d[VEC];
     for (int l = 0; l < VEC; l++)
-        s += acc[l];
-    return s;
+        d[l] = folded[l];
+    for (int w = VEC / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++)
+            d[l] += d[l + w];
+    return d[0];
 }
 
 static inline REAL F(lanes_max)(REAL *acc)
 {
-    for (int k = 1; k < LANES / VEC; k++)
-        for (int l = 0; l < VEC; l++)
-            acc[l] = F(max_of)(acc[l], acc[l + k * VEC]);
-    REAL m = acc[0];
-    for (int l = 1; l < VEC; l++)
-        m = F(max_of)(m, acc[l]);
-    return m;
+    FS_FOLD_LANES(acc, FS_VEC_MAX);
+    for (int w = VEC / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++)
+            folded[l] = F(max_of)(folded[l], folded[l + w]);
+    return folded[0];
 }
+
+#undef FS_FOLD_LANES
+#undef FS_VEC_ADD
+#undef FS_VEC_MAX
 
 /* out = v for one block; streamed (non-temporal) when `stream` (out aligned). */
 static inline void F(store_block)(REAL *out, const REAL *v, int stream)
@@ -375,7 +425,8 @@ static inline void F(exp_sum_block)(REAL *out, REAL *acc, const REAL *x, REAL m,
 }
 
 /* out = exp((x - m) * t); returns the sum of out, per chunk in double. */
-static double F(exp_store_sum)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t)
+static inline double F(exp_store_sum_at)(const REAL *x, REAL *out, int64_t n, REAL m,
+                                         F(factor) t)
 {
     double total = 0.0;
     REAL acc[LANES], last[LANES];
@@ -405,6 +456,14 @@ static double F(exp_store_sum)(const REAL *x, REAL *out, int64_t n, REAL m, F(fa
     return total;
 }
 
+/* exp_store_sum_at with the test of t = 1 taken once, outside its loops */
+static double F(exp_store_sum)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t)
+{
+    if (F(is_one)(t))
+        return F(exp_store_sum_at)(x, out, n, m, F(unit)());
+    return F(exp_store_sum_at)(x, out, n, m, t);
+}
+
 static void F(scale_in_place)(REAL *out, int64_t n, REAL c)
 {
     for (int64_t i = 0; i < n; i++)
@@ -425,8 +484,8 @@ static inline void F(shift_block)(REAL *out, const REAL *x, REAL m, F(factor) t,
 }
 
 /* out = (x - m) * t - c; streamed stores when `stream` and out is aligned */
-static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t, REAL c,
-                           int stream)
+static inline void F(shift_store_at)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t,
+                                     REAL c, int stream)
 {
     REAL last[LANES];
     int64_t rest = n % LANES, i = 0;
@@ -447,6 +506,211 @@ static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor
         F(store_tail)(out + i, last, n - i);
     }
 }
+
+/* shift_store_at with the test of t = 1 taken once, outside its loops */
+static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t, REAL c,
+                           int stream)
+{
+    if (F(is_one)(t))
+        F(shift_store_at)(x, out, n, m, F(unit)(), c, stream);
+    else
+        F(shift_store_at)(x, out, n, m, t, c, stream);
+}
+
+/* ------------------------------------------------------------------ */
+/* Medium rows: whole SIMD registers, one row at a time                */
+/* ------------------------------------------------------------------ */
+
+#if VECTOR_ROWS
+/*
+ * Rows of SHORT_COLS < n <= MEDIUM_COLS elements, written with explicit SIMD
+ * vectors: the row's maximum, sum and output in three short loops with two
+ * accumulators each, the exponentials kept in a local buffer. Their cost is
+ * a few vector instructions per row beyond the exp itself. Two accumulators
+ * sum at most MEDIUM_COLS / (2 VEC) terms per lane in REAL, no more than the
+ * blocks of the long rows do.
+ */
+#define MEDIUM_COLS 256
+
+static inline F(vec) F(vload)(const REAL *p)
+{
+    return *(const F(vec_in_array) *)p;
+}
+
+static inline void F(vstore)(REAL *p, F(vec) v, int stream)
+{
+    if (stream)
+        STREAM(p, (const REAL *)&v);
+    else
+        *(F(vec_in_array) *)p = v;
+}
+
+static inline F(vec) F(vsplat)(REAL a)
+{
+    F(vec) v = {0};
+    return v + a;
+}
+
+/* the first n < VEC elements of x, the other lanes `pad` */
+static inline F(vec) F(vload_tail)(const REAL *x, int64_t n, REAL pad)
+{
+    REAL v[VEC];
+    for (int l = 0; l < VEC; l++)
+        v[l] = l < n ? x[l] : pad;
+    return F(vload)(v);
+}
+
+static inline REAL F(vmax_lanes)(F(vec) v)
+{
+    REAL a[VEC];
+    memcpy(a, &v, sizeof a);
+    for (int w = VEC / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++)
+            a[l] = F(max_of)(a[l], a[l + w]);
+    return a[0];
+}
+
+static inline double F(vsum_lanes)(F(vec) v)
+{
+    REAL a[VEC];
+    double d[VEC];
+    memcpy(a, &v, sizeof a);
+    for (int l = 0; l < VEC; l++)
+        d[l] = a[l];
+    for (int w = VEC / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++)
+            d[l] += d[l + w];
+    return d[0];
+}
+
+/* (x - m) * t - c per lane, rounded as scaled_gap (t = 1: (x - m) - c) */
+static inline F(vec) F(vgap)(F(vec) x, REAL m, F(factor) t, REAL c)
+{
+    if (F(is_one)(t))
+        return (x - m) - c;
+    F(vec) d = x * (REAL)0.5 - m * (REAL)0.5;
+    return d * (2 * t.hi) + (d * (2 * t.lo) - c);
+}
+
+/* The row's maximum, NaN skipped; *tail = its last n % VEC elements padded with -inf. */
+static inline REAL F(medium_max)(const REAL *x, int64_t n, F(vec) *tail)
+{
+    int64_t full = n - n % VEC, j = 0;
+    F(vec) m0 = F(vsplat)(-INFINITY), m1 = m0;
+    for (; j + 2 * VEC <= full; j += 2 * VEC) {
+        m0 = F(vec_max)(m0, F(vload)(x + j));
+        m1 = F(vec_max)(m1, F(vload)(x + j + VEC));
+    }
+    if (j < full)
+        m0 = F(vec_max)(m0, F(vload)(x + j));
+    *tail = full < n ? F(vload_tail)(x + full, n - full, -INFINITY) : F(vsplat)(-INFINITY);
+    return F(vmax_lanes)(F(vec_max)(F(vec_max)(m0, m1), *tail));
+}
+
+/*
+ * Sum of exp((x - m) * t) over the row (tail: see medium_max); the
+ * exponentials go to e[0, n rounded up to VEC) when e is not NULL.
+ */
+static inline double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, REAL m,
+                                       F(factor) t, REAL *e)
+{
+    int64_t full = n - n % VEC, j = 0;
+    F(vec) s0 = F(vsplat)(0), s1 = s0;
+    for (; j + 2 * VEC <= full; j += 2 * VEC) {
+        F(vec) e0 = VECTOR_EXP(F(vgap)(F(vload)(x + j), m, t, 0));
+        F(vec) e1 = VECTOR_EXP(F(vgap)(F(vload)(x + j + VEC), m, t, 0));
+        s0 += e0;
+        s1 += e1;
+        if (e) {
+            F(vstore)(e + j, e0, 0);
+            F(vstore)(e + j + VEC, e1, 0);
+        }
+    }
+    if (j < full) {
+        F(vec) e0 = VECTOR_EXP(F(vgap)(F(vload)(x + j), m, t, 0));
+        s0 += e0;
+        if (e)
+            F(vstore)(e + j, e0, 0);
+    }
+    if (full < n) { /* the -inf padding adds exact zeros */
+        F(vec) e1 = VECTOR_EXP(F(vgap)(tail, m, t, 0));
+        s1 += e1;
+        if (e)
+            F(vstore)(e + full, e1, 0);
+    }
+    return F(vsum_lanes)(s0 + s1);
+}
+
+static inline void F(softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
+                                        int64_t out_stride, int64_t rows, int64_t n,
+                                        F(factor) t, int stream)
+{
+    REAL e[MEDIUM_COLS] __attribute__((aligned(FS_VECTOR_BYTES)));
+    int64_t full = n - n % VEC;
+    for (int64_t r = 0; r < rows; r++) {
+        const REAL *row = x + r * x_stride;
+        REAL *dest = out + r * out_stride;
+        F(vec) tail;
+        REAL m = F(medium_max)(row, n, &tail);
+        if (!F(is_finite)(m)) {
+            F(fill)(dest, n, NAN);
+            continue;
+        }
+        REAL c = (REAL)(1.0 / F(medium_sum_exp)(row, n, tail, m, t, e));
+        int streamed = stream && fs_stream_aligned(dest);
+        for (int64_t j = 0; j < full; j += VEC)
+            F(vstore)(dest + j, F(vload)(e + j) * c, streamed);
+        for (int64_t j = full; j < n; j++)
+            dest[j] = e[j] * c;
+    }
+}
+
+static void F(softmax_medium)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
+                              int64_t rows, int64_t n, F(factor) t, int stream)
+{
+    if (F(is_one)(t))
+        F(softmax_medium_at)(x, x_stride, out, out_stride, rows, n, F(unit)(), stream);
+    else
+        F(softmax_medium_at)(x, x_stride, out, out_stride, rows, n, t, stream);
+}
+
+static inline void F(log_softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
+                                            int64_t out_stride, int64_t rows, int64_t n,
+                                            F(factor) t, int stream)
+{
+    int64_t full = n - n % VEC;
+    for (int64_t r = 0; r < rows; r++) {
+        const REAL *row = x + r * x_stride;
+        REAL *dest = out + r * out_stride;
+        F(vec) tail;
+        REAL m = F(medium_max)(row, n, &tail);
+        double s = F(is_finite)(m) ? F(medium_sum_exp)(row, n, tail, m, t, NULL) : 0;
+        if (!F(usable)(m, s)) {
+            F(fill)(dest, n, NAN);
+            continue;
+        }
+        REAL c = (REAL)log(s);
+        int streamed = stream && fs_stream_aligned(dest);
+        for (int64_t j = 0; j < full; j += VEC)
+            F(vstore)(dest + j, F(vgap)(F(vload)(row + j), m, t, c), streamed);
+        if (full < n) {
+            REAL v[VEC];
+            F(vstore)(v, F(vgap)(tail, m, t, c), 0);
+            F(store_tail)(dest + full, v, n - full);
+        }
+    }
+}
+
+static void F(log_softmax_medium)(const REAL *x, int64_t x_stride, REAL *out,
+                                  int64_t out_stride, int64_t rows, int64_t n, F(factor) t,
+                                  int stream)
+{
+    if (F(is_one)(t))
+        F(log_softmax_medium_at)(x, x_stride, out, out_stride, rows, n, F(unit)(), stream);
+    else
+        F(log_softmax_medium_at)(x, x_stride, out, out_stride, rows, n, t, stream);
+}
+#endif /* VECTOR_ROWS */
 
 /* ------------------------------------------------------------------ */
 /* Short rows: a tile of TILE_ROWS rows with lanes spanning rows       */
@@ -684,6 +948,15 @@ static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_s
         F(softmax_short)(x, x_stride, out, out_stride, rows, cols, t);
         return;
     }
+#if VECTOR_ROWS
+    if (cols <= MEDIUM_COLS) {
+        int stream = F(streams)(rows, cols);
+        F(softmax_medium)(x, x_stride, out, out_stride, rows, cols, t, stream);
+        if (stream)
+            fs_stream_fence();
+        return;
+    }
+#endif
     for (int64_t r = 0; r < rows; r++)
         F(softmax_row)(x + r * x_stride, out + r * out_stride, cols, t);
 }
@@ -697,6 +970,14 @@ static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t o
         return;
     }
     int stream = F(streams)(rows, cols);
+#if VECTOR_ROWS
+    if (cols <= MEDIUM_COLS) {
+        F(log_softmax_medium)(x, x_stride, out, out_stride, rows, cols, t, stream);
+        if (stream)
+            fs_stream_fence();
+        return;
+    }
+#endif
     for (int64_t r = 0; r < rows; r++) {
         const REAL *row = x + r * x_stride;
         REAL *dest = out + r * out_stride;
@@ -1285,3 +1566,4 @@ static void F(exp_nonpositive_map)(const REAL *x, REAL *out, int64_t n)
 #undef SHORT_COLS
 #undef TILE_ROWS
 #undef GAP_SCALE
+#undef MEDIUM_COLS

@@ -216,4 +216,55 @@ static inline float fs_logf(float x)
     return result;
 }
 
+/*
+ * fs_expf_nonpositive on a whole SIMD register (GCC and Clang vector
+ * extensions), the same operations in the same order: for kernels whose
+ * loops GCC would not keep in registers when written lane by lane. Included
+ * where FS_VECTOR_BYTES names the register width.
+ */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(FS_VECTOR_BYTES)
+#define FS_HAVE_VEC_EXP 1
+typedef float fs_vf32 __attribute__((vector_size(FS_VECTOR_BYTES)));
+typedef int32_t fs_vi32 __attribute__((vector_size(FS_VECTOR_BYTES)));
+typedef uint32_t fs_vu32 __attribute__((vector_size(FS_VECTOR_BYTES)));
+
+static inline fs_vf32 fs_vf32_splat(float a)
+{
+    fs_vf32 v = {0};
+    return v + a;
+}
+
+/* per lane: a > b ? a : b, as bit masks (C has no vector select) */
+static inline fs_vf32 fs_vf32_select_greater(fs_vf32 a, fs_vf32 b)
+{
+    fs_vi32 a_wins = a > b;
+    return (fs_vf32)((a_wins & (fs_vi32)a) | (~a_wins & (fs_vi32)b));
+}
+
+static inline fs_vf32 fs_expf_nonpositive_vec(fs_vf32 x)
+{
+    const float shifter = 12582912.0f + 191.0f;
+    const float ln2_hi = 0.693359375f;
+    const float ln2_lo = -2.12194440e-4f;
+    const float scale = 0x1p-64f;
+    x = fs_vf32_select_greater(fs_vf32_splat(-110.0f), x); /* NaN stays NaN */
+    fs_vf32 shifted = x * 1.44269504f + shifter;
+    fs_vf32 kf = shifted - shifter;
+    fs_vf32 r = x - kf * ln2_hi;
+    r = r - kf * ln2_lo;
+    fs_vf32 q = r * (1.381458176e-3f * scale) + 8.368724147e-3f * scale;
+    q = q * r + 4.166838878e-2f * scale;
+    q = q * r + 1.666652057e-1f * scale;
+    q = q * r + 4.999999344e-1f * scale;
+#if FS_FMA
+    fs_vf32 p = (q * r + scale) * r + scale;
+#else
+    fs_vf32 p = scale + (r * scale + (r * r) * q);
+#endif
+    return p * (fs_vf32)((fs_vu32)shifted << 23);
+}
+#else
+#define FS_HAVE_VEC_EXP 0
+#endif
+
 #endif /* FS_MATH_H */
