@@ -199,6 +199,12 @@ def online_lse(x, t, in_lanes=False):
     `in_lanes`: a faster sum, accurate enough for ``log(s)`` only.
     """
     n = x.shape[0]
+    if n <= BLOCK:  # one block: no running maximum to rescale by
+        m = row_max(x)
+        shift = m if m > -np.inf else x.dtype.type(0.0)
+        if in_lanes:
+            return m, sum_exp_in_lanes(x, shift, t)
+        return m, sum_exp(x, shift, t)
     m = x.dtype.type(-np.inf)
     s = 0.0
     for start in range(0, n, BLOCK):
