@@ -112,6 +112,9 @@ def cross_entropy(
 def _cross_entropy_block(
     logits, target, weight, loss_out, grad_out, ignore_index, label_smoothing, z_loss, grad_scale
 ):
+    # Block-sized temporaries are reused in place so that no more than three
+    # are alive at once: the shifted logits (then -log p), the exponentials
+    # (then p, then the gradient) and, for probability targets, w * t.
     n_classes = logits.shape[1]
     dtype = logits.dtype
     eps = label_smoothing
@@ -123,7 +126,7 @@ def _cross_entropy_block(
         s = np.sum(e, axis=1, keepdims=True)
         # -log p for every class from the shifted logits: lse - logits would
         # lose the loss to cancellation when the logits are large.
-        nll_all = np.log(s) - z
+        nll_all = np.subtract(np.log(s), z, out=z)
         if target.ndim == 1:
             kept = target != ignore_index
             t = np.where(kept, target, 0)
@@ -134,24 +137,31 @@ def _cross_entropy_block(
                 loss += (eps / n_classes) * (nll_all @ w)
         else:
             kept = np.ones(len(logits), dtype=bool)
-            t_smooth = (1 - eps) * target + eps / n_classes
-            loss = np.sum(w * t_smooth * nll_all, axis=1)
+            # w * ((1 - eps) t + eps / C), the smoothed and weighted targets
+            wt = np.multiply(target, 1 - eps)
+            if eps:
+                wt += eps / n_classes
+            wt *= w
+            loss = np.einsum("ij,ij->i", wt, nll_all)
         if z_loss:
             loss = loss + z_loss * lse * lse
         loss_out[...] = np.where(kept, loss, 0)
         if grad_out is None:
             return
-        p = e / s
+        p = np.divide(e, s, out=e)
+        # The gradient is (per-row coefficient) * p minus a per-class term:
+        # d/dz of sum_j w_j t_j (lse - z_j) + z_loss lse^2.
+        z_term = (2 * z_loss) * lse if z_loss else 0
         if target.ndim == 1:
-            # d/dz of (1-eps) w_y (lse - z_y) + eps/C sum_j w_j (lse - z_j)
-            coeff = (1 - eps) * w_y + (eps / n_classes) * w.sum()
-            g = coeff[:, None] * p - (eps / n_classes) * w
+            coeff = (1 - eps) * w_y + (eps / n_classes) * w.sum() + z_term
+            g = np.multiply(p, coeff[:, None], out=p)
+            if eps:
+                g -= (eps / n_classes) * w
             g[rows, t] -= (1 - eps) * w_y
         else:
-            wt = w * t_smooth
-            g = wt.sum(axis=1, keepdims=True) * p - wt
-        if z_loss:
-            g += (2 * z_loss) * lse[:, None] * p
+            coeff = wt.sum(axis=1) + z_term
+            g = np.multiply(p, coeff[:, None], out=p)
+            g -= wt
         g *= grad_scale
         g[~kept] = 0
         grad_out[...] = g
