@@ -11,8 +11,15 @@ Two measurements on every CPU backend, each after a warm-up call:
 
 Both must stay under 1% of the input plus `SMALL` (per-row arrays, blocks of a
 few tens of thousands of elements, the interpreter's own bookkeeping).
+
+Transparent huge pages are switched off for the process while resident memory
+is measured: NumPy advises its arrays of 4 MiB and more as huge, the heap keeps
+that advice after they are freed, and a small block temporary placed there
+later would make a whole 2 MiB page resident. The check counts the pages a
+call touches, not the page size the kernel chose for them.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import sys
@@ -68,6 +75,22 @@ def rss_peak_supported():
 RSS_PEAK_SUPPORTED = rss_peak_supported()
 
 
+PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 41, 42
+
+
+@contextlib.contextmanager
+def small_pages():
+    """Transparent huge pages off for new faults of this process, then as before."""
+    libc = _libc()
+    previous = libc.prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0)
+    switched = previous == 0 and libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        if switched:
+            libc.prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0)
+
+
 def peak_rss_growth(call, attempts=3):
     """Smallest growth of peak resident memory over a few calls.
 
@@ -76,13 +99,14 @@ def peak_rss_growth(call, attempts=3):
     measurement; a temporary made by `call` shows in every one.
     """
     growths = []
-    for _ in range(attempts):
-        _libc().malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current resident size
-        before = _status("VmRSS")
-        call()
-        growths.append(_status("VmHWM") - before)
+    with small_pages():
+        for _ in range(attempts):
+            _libc().malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current resident size
+            before = _status("VmRSS")
+            call()
+            growths.append(_status("VmHWM") - before)
     return min(growths)
 
 
