@@ -17,6 +17,7 @@ Run from anywhere, e.g.::
 import argparse
 import concurrent.futures
 import itertools
+import json
 import os
 import platform
 import sys
@@ -37,6 +38,9 @@ def parse_args(argv):
     )
     parser.add_argument(
         "--repeat", type=int, default=5, help="timed calls per cell; the median is used"
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write every cell to FILE, for ratios and plots"
     )
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -117,7 +121,14 @@ def markdown(args, cells):
 
 def main(argv=None):
     args = parse_args(argv)
-    print(markdown(args, measure(args)))
+    cells = measure(args)
+    print(markdown(args, cells))
+    if args.json:
+        records = [
+            {"key": list(key), "value": value} for key, value in cells.items()
+        ]
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
 
 
 if __name__ == "__main__":
