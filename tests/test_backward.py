@@ -57,6 +57,22 @@ def test_random_rows(backend, op, dtype):
 
 
 @pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_many_short_rows(backend, op, dtype):
+    # Several blocks of rows and a partial last one: compiled backends handle
+    # short rows a block at a time, lanes across rows.
+    rng = np.random.default_rng(22)
+    for n_classes in (5, 8, 10, 13, 24):
+        shape = (max_side(backend, 203), max_side(backend, n_classes))
+        grad, saved = inputs(op, rng.normal(scale=3, size=shape), rng.normal(size=shape), dtype)
+        check(op, grad, saved, backend)
+        # rows further apart than their length: the first columns of a wider array
+        wide = rng.normal(size=(shape[0], shape[1] + 3))
+        grad, saved = inputs(op, wide, rng.normal(size=wide.shape), dtype)
+        check(op, grad[:, : shape[1]], saved[:, : shape[1]], backend)
+
+
+@pytest.mark.parametrize("op", OPS)
 def test_long_rows(host_backend, op):
     # The row sums must stay accurate over 256000 terms of one sign.
     rng = np.random.default_rng(22)
