@@ -156,7 +156,9 @@ _HALVES = ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15))
 
 
 def _shuffle(builder, a, b, mask):
-    indices = ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.IntType(32)(i) for i in mask])
+    indices = ir.Constant(
+        ir.VectorType(ir.IntType(32), len(mask)), [ir.IntType(32)(i) for i in mask]
+    )
     return builder.shuffle_vector(a, b, indices)
 
 
@@ -181,8 +183,8 @@ def _transpose8(builder, rows):
     return columns
 
 
-def _vector_pointers(context, builder, array_type, array, row, col):
-    """Pointers to the 8 runs of 8 floats at ``array[row + i, col:col + 8]``, i < 8."""
+def _vector_pointers(context, builder, array_type, array, row, col, width):
+    """Pointers to the `width` runs of `width` elements at ``array[row + i, col:col + width]``."""
     ary = context.make_array(array_type)(context, builder, value=array)
     shape = cgutils.unpack_tuple(builder, ary.shape, 2)
     strides = cgutils.unpack_tuple(builder, ary.strides, 2)
@@ -190,17 +192,44 @@ def _vector_pointers(context, builder, array_type, array, row, col):
         context, builder, ary.data, shape, strides, array_type.layout, [row, col]
     )
     address = builder.ptrtoint(first, cgutils.intp_t)
-    vector_pointer = ir.VectorType(ir.FloatType(), 8).as_pointer()
+    element = context.get_value_type(array_type.dtype)
+    vector_pointer = ir.VectorType(element, width).as_pointer()
     return [
         builder.inttoptr(
             builder.add(address, builder.mul(strides[0], cgutils.intp_t(i))), vector_pointer
         )
-        for i in range(8)
+        for i in range(width)
     ]
 
 
+# Shuffle masks of the two stages of a 4 x 4 transpose of <4 x double>
+# vectors; on AVX2 unpcklpd/unpckhpd, then vperm2f128.
+_UNPACK4 = ((0, 4, 2, 6), (1, 5, 3, 7))
+_HALVES4 = ((0, 1, 4, 5), (2, 3, 6, 7))
+
+
+def _transpose4(builder, rows):
+    """The 4 columns of the 4 x 4 matrix whose rows are `rows` (<4 x double> values)."""
+    t = [_shuffle(builder, rows[2 * p], rows[2 * p + 1], mask) for p in range(2) for mask in _UNPACK4]
+    # t: [a0 b0 a2 b2], [a1 b1 a3 b3], [c0 d0 c2 d2], [c1 d1 c3 d3]
+    return [
+        _shuffle(builder, t[0], t[2], _HALVES4[0]),
+        _shuffle(builder, t[1], t[3], _HALVES4[0]),
+        _shuffle(builder, t[0], t[2], _HALVES4[1]),
+        _shuffle(builder, t[1], t[3], _HALVES4[1]),
+    ]
+
+
+def _is_matrix_of(array, dtype):
+    return isinstance(array, types.Array) and array.ndim == 2 and array.dtype == dtype
+
+
 def _is_float32_matrix(array):
-    return isinstance(array, types.Array) and array.ndim == 2 and array.dtype == types.float32
+    return _is_matrix_of(array, types.float32)
+
+
+def _is_float64_matrix(array):
+    return _is_matrix_of(array, types.float64)
 
 
 @intrinsic
@@ -218,9 +247,9 @@ def copy_transposed8(typingctx, source, row, col, target, target_row, target_col
     def codegen(context, builder, signature, args):
         src, src_row, src_col, dst, dst_row, dst_col = args
         src_type, _, _, dst_type, _, _ = signature.args
-        loads = _vector_pointers(context, builder, src_type, src, src_row, src_col)
+        loads = _vector_pointers(context, builder, src_type, src, src_row, src_col, 8)
         rows = [builder.load(pointer, align=4) for pointer in loads]
-        stores = _vector_pointers(context, builder, dst_type, dst, dst_row, dst_col)
+        stores = _vector_pointers(context, builder, dst_type, dst, dst_row, dst_col, 8)
         for column, pointer in zip(_transpose8(builder, rows), stores):
             builder.store(column, pointer, align=4)
         return context.get_dummy_value()
@@ -228,8 +257,32 @@ def copy_transposed8(typingctx, source, row, col, target, target_row, target_col
     return types.none(source, row, col, target, target_row, target_col), codegen
 
 
+@intrinsic
+def copy_transposed4(typingctx, source, row, col, target, target_row, target_col):
+    """``target[target_row + k, target_col + i] = source[row + i, col + k]``, i, k < 4.
+
+    The float64 counterpart of `copy_transposed8`: one vector load and store
+    per row, 8 shuffles.
+    """
+    if not (_is_float64_matrix(source) and _is_float64_matrix(target)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src, src_row, src_col, dst, dst_row, dst_col = args
+        src_type, _, _, dst_type, _, _ = signature.args
+        loads = _vector_pointers(context, builder, src_type, src, src_row, src_col, 4)
+        rows = [builder.load(pointer, align=8) for pointer in loads]
+        stores = _vector_pointers(context, builder, dst_type, dst, dst_row, dst_col, 4)
+        for column, pointer in zip(_transpose4(builder, rows), stores):
+            builder.store(column, pointer, align=8)
+        return context.get_dummy_value()
+
+    return types.none(source, row, col, target, target_row, target_col), codegen
+
+
 def copy_block_transposed(source, row, col, target, target_row, target_col):
-    """`copy_transposed8` for float32 matrices, the same copy element by element otherwise."""
+    """An 8 x 8 transposed copy: `copy_transposed8` for float32 matrices, four
+    `copy_transposed4` for float64 ones, element by element otherwise."""
     raise NotImplementedError("only callable from Numba-compiled code")
 
 
@@ -241,6 +294,15 @@ def _copy_block_transposed(source, row, col, target, target_row, target_col):
             copy_transposed8(source, row, col, target, target_row, target_col)
 
         return in_registers
+
+    if _is_float64_matrix(source) and _is_float64_matrix(target):
+
+        def by_quarters(source, row, col, target, target_row, target_col):
+            for i in range(0, 8, 4):
+                for k in range(0, 8, 4):
+                    copy_transposed4(source, row + i, col + k, target, target_row + k, target_col + i)
+
+        return by_quarters
 
     def by_element(source, row, col, target, target_row, target_col):
         for i in range(8):
