@@ -839,26 +839,43 @@ static void F(tile_sum_exp)(REAL tile[][TILE_ROWS], int64_t cols, REAL *s)
 }
 
 /*
+ * Columns whose exponentials are summed in REAL before the sum moves to
+ * double: a row sum then stays within 7 roundings of REAL, where one running
+ * float32 sum over 48 equal inexact terms drifts past the probability bound.
+ */
+#define TILE_SUM_PART 8
+
+/*
  * Per-row sum s of exp((tile - m) * t) for an unshifted tile, which becomes
  * the exponentials when `store`: tile_shift fused into the loop of the exp.
  */
 static inline void F(tile_exp_sum_at)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m,
                                       F(factor) t, REAL *s, int store)
 {
-    REAL half_m[TILE_ROWS];
+    REAL half_m[TILE_ROWS], part[TILE_ROWS];
+    double total[TILE_ROWS];
     for (int l = 0; l < TILE_ROWS; l++) {
         half_m[l] = m[l] * (REAL)0.5;
-        s[l] = 0;
+        total[l] = 0;
     }
-    for (int64_t j = 0; j < cols; j++)
-        for (int l = 0; l < TILE_ROWS; l++) {
-            REAL gap = F(is_one)(t) ? tile[j][l] - m[l]
-                                    : F(scaled_gap)(tile[j][l], half_m[l], t, 0);
-            REAL e = EXP(gap);
-            s[l] += e;
-            if (store)
-                tile[j][l] = e;
-        }
+    for (int64_t j0 = 0; j0 < cols; j0 += TILE_SUM_PART) {
+        int64_t j1 = cols - j0 < TILE_SUM_PART ? cols : j0 + TILE_SUM_PART;
+        for (int l = 0; l < TILE_ROWS; l++)
+            part[l] = 0;
+        for (int64_t j = j0; j < j1; j++)
+            for (int l = 0; l < TILE_ROWS; l++) {
+                REAL gap = F(is_one)(t) ? tile[j][l] - m[l]
+                                        : F(scaled_gap)(tile[j][l], half_m[l], t, 0);
+                REAL e = EXP(gap);
+                part[l] += e;
+                if (store)
+                    tile[j][l] = e;
+            }
+        for (int l = 0; l < TILE_ROWS; l++)
+            total[l] += part[l];
+    }
+    for (int l = 0; l < TILE_ROWS; l++)
+        s[l] = (REAL)total[l];
 }
 
 /* tile = exp((tile - m) * t); s = its per-row sums. */

@@ -97,6 +97,20 @@ def test_rows_of_256000_classes_meet_the_float32_bound(host_backend, op):
 
 
 @pytest.mark.parametrize("op", FORWARD_OPS)
+@pytest.mark.parametrize("n_classes", [16, 33, 48, 64, 100, 256])
+def test_rows_of_equal_terms_meet_the_float32_bound(host_backend, op, n_classes):
+    # One logit of 0 and the rest equal: a float32 running sum of equal
+    # inexact terms rounds the same way at every step, so even rows of 48
+    # classes drift past the bound unless sums are kept in parts.
+    ratios = np.linspace(0.02, 0.999, 2000)
+    x = np.zeros((ratios.size, n_classes))
+    x[:, 1:] = np.log(ratios)[:, None]
+    x = x.astype(np.float32)
+    result, expected, kind = run_op(op, x, host_backend)
+    assert_matches_reference(result, expected, kind)
+
+
+@pytest.mark.parametrize("op", FORWARD_OPS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_property_finite_logits(backend, op, dtype):
     @property_test(backend, logits(backend, dtype, bound=1e3, max_dims=3))
