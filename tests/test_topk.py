@@ -38,6 +38,22 @@ def test_random_rows_every_k(backend, dtype):
             check(x, k, backend)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_many_short_rows(backend, dtype):
+    # Several blocks of rows and a partial last one, some rows special, some
+    # strided: compiled backends rank short rows a block at a time.
+    rng = np.random.default_rng(37)
+    for n in sorted({max_side(backend, c) for c in (5, 10, 32)}):
+        wide = rng.normal(scale=3, size=(max_side(backend, 203), n + 3)).astype(dtype)
+        wide[::17, 1] = np.nan
+        wide[5::23, 0] = np.inf
+        wide[7::29] = -np.inf
+        wide[3::31, : n // 2] = wide[3::31, n // 2 : 2 * (n // 2)]  # ties
+        for x in (np.ascontiguousarray(wide[:, :n]), wide[:, :n]):
+            for k in sorted({1, 3, n} & set(range(1, n + 1))):
+                check(x, k, backend)
+
+
 @pytest.mark.parametrize("temperature", [1e-2, 0.5, 3.0])
 def test_temperature(backend, temperature):
     x = np.random.default_rng(32).normal(size=(3, max_side(backend, 12)))
