@@ -74,6 +74,12 @@ def column_max(tile, c, m):
             m[r] = maximum(m[r], tile[j, r])
 
 
+# Unit temperature: the loops over a tile column test ``t = 1`` (``twice_t ==
+# 2``) themselves and then run ``v - m`` without ``rows.scaled_gap``. With the
+# test left inside the loop, as in the long rows, LLVM kept both forms in the
+# vector loop here (1048576 x 10 float64 softmax, one thread: 1.85 -> 1.45 ns
+# per element; log_softmax 1.9 -> 1.6).
+
 # Columns whose exponentials are summed in the tile's precision before the sum
 # moves to float64: the relative error of a row sum stays within 7 roundings
 # (4.2e-7 in float32), and the float64 additions, far slower across vector
@@ -106,13 +112,22 @@ def exp_columns(tile, c, t, m, s, e=None):
         for r in range(BLOCK_ROWS):
             part[r] = 0.0
         for j in range(first, min(first + COLUMNS_PER_PART, c)):
-            for r in range(BLOCK_ROWS):
-                v = exp_nonpositive(rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t))
-                if e is None:
-                    tile[j, r] = v
-                else:
-                    e[j, r] = v
-                part[r] += v
+            if twice_t == 2.0:  # t = 1: see "Unit temperature"
+                for r in range(BLOCK_ROWS):
+                    v = exp_nonpositive(tile[j, r] - m[r])
+                    if e is None:
+                        tile[j, r] = v
+                    else:
+                        e[j, r] = v
+                    part[r] += v
+            else:
+                for r in range(BLOCK_ROWS):
+                    v = exp_nonpositive(rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t))
+                    if e is None:
+                        tile[j, r] = v
+                    else:
+                        e[j, r] = v
+                    part[r] += v
         for r in range(BLOCK_ROWS):
             s[r] += part[r]
 
@@ -130,8 +145,12 @@ def sum_exp_columns(tile, c, t, m, s):
     for r in range(BLOCK_ROWS):
         s[r] = 0.0
     for j in range(c):
-        for r in range(BLOCK_ROWS):
-            s[r] += exp_nonpositive(rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t))
+        if twice_t == 2.0:  # t = 1: see "Unit temperature"
+            for r in range(BLOCK_ROWS):
+                s[r] += exp_nonpositive(tile[j, r] - m[r])
+        else:
+            for r in range(BLOCK_ROWS):
+                s[r] += exp_nonpositive(rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t))
 
 
 @kernel
@@ -174,8 +193,12 @@ def log_softmax(x, out, t, start, stop):
         for r in range(BLOCK_ROWS):
             log_s[r] = log(s[r])
         for j in range(c):
-            for r in range(BLOCK_ROWS):
-                tile[j, r] = rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t) - log_s[r]
+            if twice_t == 2.0:  # t = 1: see "Unit temperature"
+                for r in range(BLOCK_ROWS):
+                    tile[j, r] = (tile[j, r] - m[r]) - log_s[r]
+            else:
+                for r in range(BLOCK_ROWS):
+                    tile[j, r] = rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t) - log_s[r]
         store_tile(tile, out, first, n)
 
 
