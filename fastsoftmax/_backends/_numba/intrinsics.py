@@ -210,7 +210,11 @@ _HALVES4 = ((0, 1, 4, 5), (2, 3, 6, 7))
 
 def _transpose4(builder, rows):
     """The 4 columns of the 4 x 4 matrix whose rows are `rows` (<4 x double> values)."""
-    t = [_shuffle(builder, rows[2 * p], rows[2 * p + 1], mask) for p in range(2) for mask in _UNPACK4]
+    t = [
+        _shuffle(builder, rows[2 * p], rows[2 * p + 1], mask)
+        for p in range(2)
+        for mask in _UNPACK4
+    ]
     # t: [a0 b0 a2 b2], [a1 b1 a3 b3], [c0 d0 c2 d2], [c1 d1 c3 d3]
     return [
         _shuffle(builder, t[0], t[2], _HALVES4[0]),
@@ -232,6 +236,27 @@ def _is_float64_matrix(array):
     return _is_matrix_of(array, types.float64)
 
 
+def _transposed_copy_codegen(width, transpose, align):
+    """Code for a `width` x `width` transposed copy between two matrices.
+
+    One vector load per source row, `transpose` (``_transpose8`` or
+    ``_transpose4``) in registers, one vector store per target row; the
+    intrinsic's arguments are (source, row, col, target, target_row, target_col).
+    """
+
+    def codegen(context, builder, signature, args):
+        src, src_row, src_col, dst, dst_row, dst_col = args
+        src_type, _, _, dst_type, _, _ = signature.args
+        loads = _vector_pointers(context, builder, src_type, src, src_row, src_col, width)
+        rows = [builder.load(pointer, align=align) for pointer in loads]
+        stores = _vector_pointers(context, builder, dst_type, dst, dst_row, dst_col, width)
+        for column, pointer in zip(transpose(builder, rows), stores):
+            builder.store(column, pointer, align=align)
+        return context.get_dummy_value()
+
+    return codegen
+
+
 @intrinsic
 def copy_transposed8(typingctx, source, row, col, target, target_row, target_col):
     """``target[target_row + k, target_col + i] = source[row + i, col + k]``, i, k < 8.
@@ -243,18 +268,8 @@ def copy_transposed8(typingctx, source, row, col, target, target_row, target_col
     """
     if not (_is_float32_matrix(source) and _is_float32_matrix(target)):
         return None
-
-    def codegen(context, builder, signature, args):
-        src, src_row, src_col, dst, dst_row, dst_col = args
-        src_type, _, _, dst_type, _, _ = signature.args
-        loads = _vector_pointers(context, builder, src_type, src, src_row, src_col, 8)
-        rows = [builder.load(pointer, align=4) for pointer in loads]
-        stores = _vector_pointers(context, builder, dst_type, dst, dst_row, dst_col, 8)
-        for column, pointer in zip(_transpose8(builder, rows), stores):
-            builder.store(column, pointer, align=4)
-        return context.get_dummy_value()
-
-    return types.none(source, row, col, target, target_row, target_col), codegen
+    signature = types.none(source, row, col, target, target_row, target_col)
+    return signature, _transposed_copy_codegen(8, _transpose8, align=4)
 
 
 @intrinsic
@@ -266,18 +281,8 @@ def copy_transposed4(typingctx, source, row, col, target, target_row, target_col
     """
     if not (_is_float64_matrix(source) and _is_float64_matrix(target)):
         return None
-
-    def codegen(context, builder, signature, args):
-        src, src_row, src_col, dst, dst_row, dst_col = args
-        src_type, _, _, dst_type, _, _ = signature.args
-        loads = _vector_pointers(context, builder, src_type, src, src_row, src_col, 4)
-        rows = [builder.load(pointer, align=8) for pointer in loads]
-        stores = _vector_pointers(context, builder, dst_type, dst, dst_row, dst_col, 4)
-        for column, pointer in zip(_transpose4(builder, rows), stores):
-            builder.store(column, pointer, align=8)
-        return context.get_dummy_value()
-
-    return types.none(source, row, col, target, target_row, target_col), codegen
+    signature = types.none(source, row, col, target, target_row, target_col)
+    return signature, _transposed_copy_codegen(4, _transpose4, align=8)
 
 
 def copy_block_transposed(source, row, col, target, target_row, target_col):
@@ -300,7 +305,9 @@ def _copy_block_transposed(source, row, col, target, target_row, target_col):
         def by_quarters(source, row, col, target, target_row, target_col):
             for i in range(0, 8, 4):
                 for k in range(0, 8, 4):
-                    copy_transposed4(source, row + i, col + k, target, target_row + k, target_col + i)
+                    copy_transposed4(
+                        source, row + i, col + k, target, target_row + k, target_col + i
+                    )
 
         return by_quarters
 
