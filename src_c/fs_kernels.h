@@ -1051,23 +1051,29 @@ static inline void F(softmax_backward_block)(REAL *out, const REAL *g, const REA
  */
 #define BACKWARD_SHORT_COLS (sizeof(REAL) == 4 ? 24 : 12)
 
-static void F(softmax_backward_short)(const REAL *grad, int64_t grad_stride, const REAL *y,
-                                      int64_t y_stride, REAL *out, int64_t out_stride,
-                                      int64_t rows, int64_t cols)
+/*
+ * softmax_backward (log_form 0: out = y * (g - sum(g * y))) or
+ * log_softmax_backward (log_form 1: out = g - exp(logp) * sum(g)) of short
+ * rows; `saved` is y or logp.
+ */
+static inline void F(backward_short)(const REAL *grad, int64_t grad_stride, const REAL *saved,
+                                     int64_t saved_stride, REAL *out, int64_t out_stride,
+                                     int64_t rows, int64_t cols, int log_form)
 {
-    REAL tg[SHORT_COLS][TILE_ROWS], ty[SHORT_COLS][TILE_ROWS], dot[TILE_ROWS];
+    REAL tg[SHORT_COLS][TILE_ROWS], ts[SHORT_COLS][TILE_ROWS], acc[TILE_ROWS];
     for (int64_t r0 = 0; r0 < rows; r0 += TILE_ROWS) {
         int64_t n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
         F(tile_load)(tg, grad + r0 * grad_stride, grad_stride, n, cols);
-        F(tile_load)(ty, y + r0 * y_stride, y_stride, n, cols);
+        F(tile_load)(ts, saved + r0 * saved_stride, saved_stride, n, cols);
         for (int l = 0; l < TILE_ROWS; l++)
-            dot[l] = 0;
+            acc[l] = 0;
         for (int64_t j = 0; j < cols; j++)
             for (int l = 0; l < TILE_ROWS; l++)
-                dot[l] += tg[j][l] * ty[j][l];
+                acc[l] += log_form ? tg[j][l] : tg[j][l] * ts[j][l];
         for (int64_t j = 0; j < cols; j++)
             for (int l = 0; l < TILE_ROWS; l++)
-                tg[j][l] = ty[j][l] * (tg[j][l] - dot[l]);
+                tg[j][l] = log_form ? tg[j][l] - EXP_ANY(ts[j][l]) * acc[l]
+                                    : ts[j][l] * (tg[j][l] - acc[l]);
         F(tile_store)(out + r0 * out_stride, out_stride, tg, n, cols);
     }
 }
@@ -1077,7 +1083,7 @@ static void F(softmax_backward)(const REAL *grad, int64_t grad_stride, const REA
                                 int64_t cols)
 {
     if (cols <= BACKWARD_SHORT_COLS) {
-        F(softmax_backward_short)(grad, grad_stride, y, y_stride, out, out_stride, rows, cols);
+        F(backward_short)(grad, grad_stride, y, y_stride, out, out_stride, rows, cols, 0);
         return;
     }
     REAL vg[LANES], vy[LANES];
@@ -1106,34 +1112,13 @@ static inline void F(log_softmax_backward_block)(REAL *out, const REAL *g, const
         out[l] = v[l];
 }
 
-static void F(log_softmax_backward_short)(const REAL *grad, int64_t grad_stride,
-                                          const REAL *logp, int64_t logp_stride, REAL *out,
-                                          int64_t out_stride, int64_t rows, int64_t cols)
-{
-    REAL tg[SHORT_COLS][TILE_ROWS], tl[SHORT_COLS][TILE_ROWS], total[TILE_ROWS];
-    for (int64_t r0 = 0; r0 < rows; r0 += TILE_ROWS) {
-        int64_t n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
-        F(tile_load)(tg, grad + r0 * grad_stride, grad_stride, n, cols);
-        F(tile_load)(tl, logp + r0 * logp_stride, logp_stride, n, cols);
-        for (int l = 0; l < TILE_ROWS; l++)
-            total[l] = 0;
-        for (int64_t j = 0; j < cols; j++)
-            for (int l = 0; l < TILE_ROWS; l++)
-                total[l] += tg[j][l];
-        for (int64_t j = 0; j < cols; j++)
-            for (int l = 0; l < TILE_ROWS; l++)
-                tg[j][l] -= EXP_ANY(tl[j][l]) * total[l];
-        F(tile_store)(out + r0 * out_stride, out_stride, tg, n, cols);
-    }
-}
-
 static void F(log_softmax_backward)(const REAL *grad, int64_t grad_stride, const REAL *logp,
                                     int64_t logp_stride, REAL *out, int64_t out_stride,
                                     int64_t rows, int64_t cols)
 {
     if (cols <= BACKWARD_SHORT_COLS) {
-        F(log_softmax_backward_short)(grad, grad_stride, logp, logp_stride, out, out_stride,
-                                      rows, cols);
+        F(backward_short)(grad, grad_stride, logp, logp_stride, out, out_stride, rows, cols,
+                          1);
         return;
     }
     REAL vg[LANES], vl[LANES];
