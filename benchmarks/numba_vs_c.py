@@ -1,0 +1,85 @@
+"""numba-parallel time over C backend time, every operation, shape and dtype.
+
+The Numba issue's bar is numba-parallel within 1.25x of the C backend's time
+on every benchmark shape. A sequential table (``gb_table.py``) measures one
+implementation after the other and, on a shared machine, its cells move by
+20-30 % between runs: too coarse for that bar. Here the two run side by side:
+for each cell they alternate call by call, each timed call preceded by a pause
+(so the other side's idle OpenMP threads stop spinning) and an untimed call,
+and the best of ``--repeat`` times of each is compared. The calls are the asv
+suite's own (``benchmarks.implementations``), with ``out=`` where taken.
+
+Run from the repository root::
+
+    python benchmarks/numba_vs_c.py                      # all 60 cells
+    python benchmarks/numba_vs_c.py --ops softmax --dtypes float64 --shapes 1048576x10
+
+Prints one line per cell and a summary; exits with status 1 when a ratio is
+above ``--limit`` (default 1.25).
+"""
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+
+from benchmarks import common
+from benchmarks.implementations import OPERATIONS, best_output, prepare
+
+PAUSE_SECONDS = 0.05
+SIDES = ("c", "numba-parallel")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", nargs="+", choices=OPERATIONS, default=OPERATIONS)
+    parser.add_argument("--shapes", nargs="+", choices=common.SHAPES, default=common.SHAPES)
+    parser.add_argument("--dtypes", nargs="+", choices=common.DTYPES, default=common.DTYPES)
+    parser.add_argument("--repeat", type=int, default=15, help="timed calls per side and cell")
+    parser.add_argument("--limit", type=float, default=1.25, help="largest acceptable ratio")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def best_seconds(calls, repeat):
+    """Best time of each call in `calls` (a dict), alternating them `repeat` times."""
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(repeat):
+        for side, call in calls.items():
+            time.sleep(PAUSE_SECONDS)
+            call()
+            start = time.perf_counter()
+            call()
+            best[side] = min(best[side], time.perf_counter() - start)
+    return best
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    ratios = []
+    # Shapes outermost: the cached inputs of one shape serve every op and dtype.
+    for shape, dtype, op in itertools.product(args.shapes, args.dtypes, args.ops):
+        size = common.shape_of(shape)
+        calls = {side: prepare(op, side, size, dtype, best_output(op, side)) for side in SIDES}
+        best = best_seconds(calls, args.repeat)
+        ratio = best["numba-parallel"] / best["c"]
+        ratios.append(ratio)
+        print(
+            f"{op:18s} {shape:11s} {dtype:8s} c {best['c'] * 1e3:8.3f} ms  "
+            f"numba-parallel {best['numba-parallel'] * 1e3:8.3f} ms  ratio {ratio:.2f}",
+            flush=True,
+        )
+    over = sum(r > args.limit for r in ratios)
+    print(
+        f"\n{len(ratios)} cells, {common.threads()} threads: median ratio "
+        f"{statistics.median(ratios):.2f}, largest {max(ratios):.2f}, "
+        f"{over} above {args.limit}"
+    )
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
