@@ -169,8 +169,12 @@ typedef __typeof__((F(vec)){0} > (F(vec)){0}) F(vec_mask);
 
 static inline F(vec) F(vec_max)(F(vec) a, F(vec) b)
 {
+#if VECTOR_ROWS /* float32 where fs_math.h has vectors: one maxps */
+    return fs_vf32_select_greater(b, a);
+#else
     F(vec_mask) b_wins = b > a;
     return (F(vec))((b_wins & (F(vec_mask))b) | (~b_wins & (F(vec_mask))a));
+#endif
 }
 #else
 #define FS_FOLD_LANES(acc, op)                                               \
@@ -525,19 +529,55 @@ static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor
 /*
  * Rows of SHORT_COLS < n <= MEDIUM_COLS elements, written with explicit SIMD
  * vectors: the row's maximum, sum and output in three short loops with two
- * accumulators each, the exponentials kept in a local buffer. Their cost is
- * a few vector instructions per row beyond the exp itself. Two accumulators
- * sum at most MEDIUM_COLS / (2 VEC) terms per lane in REAL, no more than the
- * blocks of the long rows do.
+ * accumulators each, the exponentials kept in a local buffer. Two
+ * accumulators sum at most MEDIUM_COLS / (2 VEC) terms per lane in REAL, no
+ * more than the blocks of the long rows do.
+ *
+ * A row costs little more than its exponentials only if nothing between
+ * its passes goes through memory or a call: the helpers are forced inline
+ * (so a constant t = 1 reaches the loops), and the maximum and the sum are
+ * folded across lanes by lane swaps that leave the result in every lane.
  */
 #define MEDIUM_COLS 256
+#define FS_MEDIUM static inline __attribute__((always_inline))
 
-static inline F(vec) F(vload)(const REAL *p)
+#if defined(__clang__) || __GNUC__ >= 12
+#define FS_SHUFFLE(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
+#else
+#define FS_SHUFFLE(v, ...) __builtin_shuffle(v, (__typeof__((v) > (v))){__VA_ARGS__})
+#endif
+/*
+ * v with each block of w lanes exchanged with its neighbour (w a power of two
+ * < VEC). Medium rows are float32 only (VECTOR_ROWS), so VEC is
+ * FS_VECTOR_BYTES / 4, a number the preprocessor can compare.
+ */
+_Static_assert(sizeof(REAL) == 4, "medium rows are float32 only");
+#if FS_VECTOR_BYTES == 64
+#define FS_SWAP_LANES(v, w)                                                             \
+    ((w) == 8   ? FS_SHUFFLE(v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)   \
+     : (w) == 4 ? FS_SHUFFLE(v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11)   \
+     : (w) == 2 ? FS_SHUFFLE(v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13)   \
+                : FS_SHUFFLE(v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14))
+#elif FS_VECTOR_BYTES == 32
+#define FS_SWAP_LANES(v, w)                                                             \
+    ((w) == 4   ? FS_SHUFFLE(v, 4, 5, 6, 7, 0, 1, 2, 3)                                 \
+     : (w) == 2 ? FS_SHUFFLE(v, 2, 3, 0, 1, 6, 7, 4, 5)                                 \
+                : FS_SHUFFLE(v, 1, 0, 3, 2, 5, 4, 7, 6))
+#elif FS_VECTOR_BYTES == 16
+#define FS_SWAP_LANES(v, w) ((w) == 2 ? FS_SHUFFLE(v, 2, 3, 0, 1) : FS_SHUFFLE(v, 1, 0, 3, 2))
+#else
+#error "medium rows need 4, 8 or 16 lanes"
+#endif
+
+/* VEC lanes of double: the lanes of one F(vec) widened, for its sum */
+typedef double F(vec_wide) __attribute__((vector_size(VEC * sizeof(double))));
+
+FS_MEDIUM F(vec) F(vload)(const REAL *p)
 {
     return *(const F(vec_in_array) *)p;
 }
 
-static inline void F(vstore)(REAL *p, F(vec) v, int stream)
+FS_MEDIUM void F(vstore)(REAL *p, F(vec) v, int stream)
 {
     if (stream)
         STREAM(p, (const REAL *)&v);
@@ -545,46 +585,68 @@ static inline void F(vstore)(REAL *p, F(vec) v, int stream)
         *(F(vec_in_array) *)p = v;
 }
 
-static inline F(vec) F(vsplat)(REAL a)
+FS_MEDIUM F(vec) F(vsplat)(REAL a)
 {
     F(vec) v = {0};
     return v + a;
 }
 
-/* the first n < VEC elements of x, the other lanes `pad` */
-static inline F(vec) F(vload_tail)(const REAL *x, int64_t n, REAL pad)
+/*
+ * Rows whose length is not a whole number of vectors end with part of one:
+ * AVX-512 reads and writes it with masked loads and stores, other builds
+ * through a small local array.
+ */
+#if FS_X86_SIMD && FS_VECTOR_BYTES == 64
+#define FS_MASKED_PARTS 1
+#else
+#define FS_MASKED_PARTS 0
+#endif
+
+/* the first n (0 < n < VEC) elements of x, the other lanes `pad` */
+FS_MEDIUM F(vec) F(vload_first)(const REAL *x, int64_t n, REAL pad)
 {
+#if FS_MASKED_PARTS
+    __mmask16 first = (__mmask16)((1u << n) - 1);
+    return (F(vec))_mm512_mask_loadu_ps(_mm512_set1_ps(pad), first, x);
+#else
     REAL v[VEC];
     for (int l = 0; l < VEC; l++)
         v[l] = l < n ? x[l] : pad;
     return F(vload)(v);
+#endif
 }
 
-static inline REAL F(vmax_lanes)(F(vec) v)
+/* p[0, n) = the first n (0 < n < VEC) lanes of v */
+FS_MEDIUM void F(vstore_first)(REAL *p, F(vec) v, int64_t n)
 {
+#if FS_MASKED_PARTS
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#else
     REAL a[VEC];
     memcpy(a, &v, sizeof a);
-    for (int w = VEC / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++)
-            a[l] = F(max_of)(a[l], a[l + w]);
-    return a[0];
+    F(store_tail)(p, a, n);
+#endif
 }
 
-static inline double F(vsum_lanes)(F(vec) v)
+/* the maximum of the lanes of v (no NaN among them), in every lane */
+FS_MEDIUM F(vec) F(vmax_all)(F(vec) v)
 {
-    REAL a[VEC];
-    double d[VEC];
-    memcpy(a, &v, sizeof a);
-    for (int l = 0; l < VEC; l++)
-        d[l] = a[l];
     for (int w = VEC / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++)
-            d[l] += d[l + w];
+        v = F(vec_max)(v, FS_SWAP_LANES(v, w));
+    return v;
+}
+
+/* the sum of the lanes of v, pairwise in double */
+FS_MEDIUM double F(vsum_all)(F(vec) v)
+{
+    F(vec_wide) d = __builtin_convertvector(v, F(vec_wide));
+    for (int w = VEC / 2; w > 0; w /= 2)
+        d += FS_SWAP_LANES(d, w);
     return d[0];
 }
 
 /* (x - m) * t - c per lane, rounded as scaled_gap (t = 1: (x - m) - c) */
-static inline F(vec) F(vgap)(F(vec) x, REAL m, F(factor) t, REAL c)
+FS_MEDIUM F(vec) F(vgap)(F(vec) x, F(vec) m, F(factor) t, REAL c)
 {
     if (F(is_one)(t))
         return (x - m) - c;
@@ -592,8 +654,11 @@ static inline F(vec) F(vgap)(F(vec) x, REAL m, F(factor) t, REAL c)
     return d * (2 * t.hi) + (d * (2 * t.lo) - c);
 }
 
-/* The row's maximum, NaN skipped; *tail = its last n % VEC elements padded with -inf. */
-static inline REAL F(medium_max)(const REAL *x, int64_t n, F(vec) *tail)
+/*
+ * The row's maximum, NaN skipped, in every lane; *tail = its last n % VEC
+ * elements padded with -inf.
+ */
+FS_MEDIUM F(vec) F(medium_max)(const REAL *x, int64_t n, F(vec) *tail)
 {
     int64_t full = n - n % VEC, j = 0;
     F(vec) m0 = F(vsplat)(-INFINITY), m1 = m0;
@@ -603,16 +668,16 @@ static inline REAL F(medium_max)(const REAL *x, int64_t n, F(vec) *tail)
     }
     if (j < full)
         m0 = F(vec_max)(m0, F(vload)(x + j));
-    *tail = full < n ? F(vload_tail)(x + full, n - full, -INFINITY) : F(vsplat)(-INFINITY);
-    return F(vmax_lanes)(F(vec_max)(F(vec_max)(m0, m1), *tail));
+    *tail = full < n ? F(vload_first)(x + full, n - full, -INFINITY) : F(vsplat)(-INFINITY);
+    return F(vmax_all)(F(vec_max)(F(vec_max)(m0, m1), *tail));
 }
 
 /*
  * Sum of exp((x - m) * t) over the row (tail: see medium_max); the
  * exponentials go to e[0, n rounded up to VEC) when e is not NULL.
  */
-static inline double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, REAL m,
-                                       F(factor) t, REAL *e)
+FS_MEDIUM double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, F(vec) m,
+                                   F(factor) t, REAL *e)
 {
     int64_t full = n - n % VEC, j = 0;
     F(vec) s0 = F(vsplat)(0), s1 = s0;
@@ -638,30 +703,58 @@ static inline double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, RE
         if (e)
             F(vstore)(e + full, e1, 0);
     }
-    return F(vsum_lanes)(s0 + s1);
+    return F(vsum_all)(s0 + s1);
 }
 
-static inline void F(softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
-                                        int64_t out_stride, int64_t rows, int64_t n,
-                                        F(factor) t, int stream)
+/* One vector of a row's output from src[j..]: src * c, or (src - m) * t - c when log_form. */
+FS_MEDIUM F(vec) F(medium_output)(F(vec) src, F(vec) m, F(factor) t, REAL c, int log_form)
+{
+    return log_form ? F(vgap)(src, m, t, c) : src * c;
+}
+
+/* dest[0, n) = medium_output(src[0, n)), n > VEC; streamed when `stream` */
+FS_MEDIUM void F(medium_store)(REAL *dest, const REAL *src, int64_t n, F(vec) m, F(factor) t,
+                               REAL c, int log_form, int stream)
+{
+    int64_t j = 0;
+    for (; j + VEC <= n; j += VEC)
+        F(vstore)(dest + j, F(medium_output)(F(vload)(src + j), m, t, c, log_form), stream);
+    if (j < n)
+        F(vstore_first)(dest + j,
+                        F(medium_output)(F(vload_first)(src + j, n - j, 0), m, t, c, log_form),
+                        n - j);
+}
+
+/*
+ * Whether every row of out starts on a vector boundary, the condition for
+ * streaming them: on rows that do not, streaming the aligned middle of each
+ * row (its ends stored plainly) made softmax over 100 or 120 classes 1.5x to
+ * 1.8x slower than plain stores (Zen 4), as does streaming only the rows that
+ * happen to start aligned.
+ */
+static inline int F(rows_aligned)(const REAL *out, int64_t out_stride)
+{
+    return fs_stream_aligned(out) &&
+           (out_stride * (int64_t)sizeof(REAL)) % FS_VECTOR_BYTES == 0;
+}
+
+FS_MEDIUM void F(softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
+                                    int64_t out_stride, int64_t rows, int64_t n, F(factor) t,
+                                    int stream)
 {
     REAL e[MEDIUM_COLS] __attribute__((aligned(FS_VECTOR_BYTES)));
-    int64_t full = n - n % VEC;
+    stream = stream && F(rows_aligned)(out, out_stride);
     for (int64_t r = 0; r < rows; r++) {
         const REAL *row = x + r * x_stride;
         REAL *dest = out + r * out_stride;
         F(vec) tail;
-        REAL m = F(medium_max)(row, n, &tail);
-        if (!F(is_finite)(m)) {
+        F(vec) m = F(medium_max)(row, n, &tail);
+        if (!F(is_finite)(m[0])) {
             F(fill)(dest, n, NAN);
             continue;
         }
         REAL c = (REAL)(1.0 / F(medium_sum_exp)(row, n, tail, m, t, e));
-        int streamed = stream && fs_stream_aligned(dest);
-        for (int64_t j = 0; j < full; j += VEC)
-            F(vstore)(dest + j, F(vload)(e + j) * c, streamed);
-        for (int64_t j = full; j < n; j++)
-            dest[j] = e[j] * c;
+        F(medium_store)(dest, e, n, m, t, c, 0, stream);
     }
 }
 
@@ -674,30 +767,22 @@ static void F(softmax_medium)(const REAL *x, int64_t x_stride, REAL *out, int64_
         F(softmax_medium_at)(x, x_stride, out, out_stride, rows, n, t, stream);
 }
 
-static inline void F(log_softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
-                                            int64_t out_stride, int64_t rows, int64_t n,
-                                            F(factor) t, int stream)
+FS_MEDIUM void F(log_softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
+                                        int64_t out_stride, int64_t rows, int64_t n,
+                                        F(factor) t, int stream)
 {
-    int64_t full = n - n % VEC;
+    stream = stream && F(rows_aligned)(out, out_stride);
     for (int64_t r = 0; r < rows; r++) {
         const REAL *row = x + r * x_stride;
         REAL *dest = out + r * out_stride;
         F(vec) tail;
-        REAL m = F(medium_max)(row, n, &tail);
-        double s = F(is_finite)(m) ? F(medium_sum_exp)(row, n, tail, m, t, NULL) : 0;
-        if (!F(usable)(m, s)) {
+        F(vec) m = F(medium_max)(row, n, &tail);
+        double s = F(is_finite)(m[0]) ? F(medium_sum_exp)(row, n, tail, m, t, NULL) : 0;
+        if (!F(usable)(m[0], s)) {
             F(fill)(dest, n, NAN);
             continue;
         }
-        REAL c = (REAL)log(s);
-        int streamed = stream && fs_stream_aligned(dest);
-        for (int64_t j = 0; j < full; j += VEC)
-            F(vstore)(dest + j, F(vgap)(F(vload)(row + j), m, t, c), streamed);
-        if (full < n) {
-            REAL v[VEC];
-            F(vstore)(v, F(vgap)(tail, m, t, c), 0);
-            F(store_tail)(dest + full, v, n - full);
-        }
+        F(medium_store)(dest, row, n, m, t, (REAL)log(s), 1, stream);
     }
 }
 
@@ -710,6 +795,10 @@ static void F(log_softmax_medium)(const REAL *x, int64_t x_stride, REAL *out,
     else
         F(log_softmax_medium_at)(x, x_stride, out, out_stride, rows, n, t, stream);
 }
+#undef FS_MEDIUM
+#undef FS_MASKED_PARTS
+#undef FS_SHUFFLE
+#undef FS_SWAP_LANES
 #endif /* VECTOR_ROWS */
 
 /* ------------------------------------------------------------------ */

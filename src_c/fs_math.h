@@ -224,6 +224,13 @@ static inline float fs_logf(float x)
  */
 #if (defined(__GNUC__) || defined(__clang__)) && defined(FS_VECTOR_BYTES)
 #define FS_HAVE_VEC_EXP 1
+/* x86 builds name their instruction set's register width in FS_VECTOR_BYTES */
+#if FS_X86_DISPATCH && defined(__SSE2__)
+#include <immintrin.h>
+#define FS_X86_SIMD 1
+#else
+#define FS_X86_SIMD 0
+#endif
 typedef float fs_vf32 __attribute__((vector_size(FS_VECTOR_BYTES)));
 typedef int32_t fs_vi32 __attribute__((vector_size(FS_VECTOR_BYTES)));
 typedef uint32_t fs_vu32 __attribute__((vector_size(FS_VECTOR_BYTES)));
@@ -234,14 +241,25 @@ static inline fs_vf32 fs_vf32_splat(float a)
     return v + a;
 }
 
-/* per lane: a > b ? a : b, as bit masks (C has no vector select) */
+/*
+ * per lane a > b ? a : b, so b where either is NaN: x86's maxps exactly (one
+ * instruction), elsewhere bit masks (C has no vector select)
+ */
 static inline fs_vf32 fs_vf32_select_greater(fs_vf32 a, fs_vf32 b)
 {
+#if FS_X86_SIMD && FS_VECTOR_BYTES == 64
+    return (fs_vf32)_mm512_max_ps((__m512)a, (__m512)b);
+#elif FS_X86_SIMD && FS_VECTOR_BYTES == 32
+    return (fs_vf32)_mm256_max_ps((__m256)a, (__m256)b);
+#elif FS_X86_SIMD && FS_VECTOR_BYTES == 16
+    return (fs_vf32)_mm_max_ps((__m128)a, (__m128)b);
+#else
     fs_vi32 a_wins = a > b;
     return (fs_vf32)((a_wins & (fs_vi32)a) | (~a_wins & (fs_vi32)b));
+#endif
 }
 
-static inline fs_vf32 fs_expf_nonpositive_vec(fs_vf32 x)
+static inline __attribute__((always_inline)) fs_vf32 fs_expf_nonpositive_vec(fs_vf32 x)
 {
     const float shifter = 12582912.0f + 191.0f;
     const float ln2_hi = 0.693359375f;
