@@ -96,6 +96,22 @@ def test_rows_of_256000_classes_meet_the_float32_bound(host_backend, op):
     assert_matches_reference(result, expected, kind)
 
 
+WIDTHS_AROUND_VECTORS = [*range(1, 42), 63, 64, 65, 100, 127, 128, 129, 200, 255, 256, 257, 1031]
+
+
+@pytest.mark.parametrize("op", FORWARD_OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_dominant_logit_at_every_position(host_backend, op, dtype):
+    # Row i holds a logit 1e4 above the others at class i: a row maximum
+    # that misses any one element (a vector tail, a lane of the fold) would
+    # then overflow the exponentials. Widths straddle every vector length.
+    for n_classes in WIDTHS_AROUND_VECTORS:
+        x = np.random.default_rng(n_classes).uniform(-3, 3, (n_classes, n_classes))
+        x[np.arange(n_classes), np.arange(n_classes)] += 1e4
+        result, expected, kind = run_op(op, x.astype(dtype), host_backend)
+        assert_matches_reference(result, expected, kind)
+
+
 @pytest.mark.parametrize("op", FORWARD_OPS)
 @pytest.mark.parametrize("n_classes", [16, 33, 48, 64, 100, 256])
 def test_rows_of_equal_terms_meet_the_float32_bound(host_backend, op, n_classes):
