@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .elementary import exp, exp_nonpositive, log
-from .intrinsics import maximum, stack_array
+from .intrinsics import maximum, row_max_skipping_nan, stack_array
 from .jit import helper, reduction
 
 # The one-pass log-sum-exp reads the row in blocks of this many elements: each
@@ -190,14 +190,18 @@ def lse_update(block, m, s, t, in_lanes=False):
 
 
 @helper
-def online_lse(x, t, in_lanes=False):
+def online_lse(x, t, in_lanes=False, nan_max=True):
     """``(m, s)``: the row maximum and ``sum(exp((x - m) * t))``, in one pass.
 
     `in_lanes`: a faster sum, accurate enough for ``log(s)`` only.
+    `nan_max`: a NaN in the row makes `m` NaN too. Without it, rows of up to
+    ``BLOCK`` classes take their maximum over the other elements, which is
+    cheaper; the NaN then reaches `s` only, enough where `m` and `s` are
+    used together in arithmetic.
     """
     n = x.shape[0]
     if n <= BLOCK:  # one block: no running maximum to rescale by
-        m = row_max(x)
+        m = row_max(x) if nan_max else row_max_skipping_nan(x)
         shift = m if m > -np.inf else x.dtype.type(0.0)
         if in_lanes:
             return m, sum_exp_in_lanes(x, shift, t)
@@ -230,15 +234,19 @@ def logsumexp(x):
 
 @helper
 def softmax(x, out, t):
-    """``out = exp((x - max) * t) / sum(...)``; a NaN row when max is not finite."""
-    s = store_exp(x, out, row_max(x), t)
+    """``out = exp((x - max) * t) / sum(...)``; a NaN row when max is not finite.
+
+    The maximum skips NaN: a NaN element still makes the sum, so every
+    output, NaN.
+    """
+    s = store_exp(x, out, row_max_skipping_nan(x), t)
     scale_row(out, x.dtype.type(1.0 / s))
 
 
 @helper
 def softmax_in_place(x, t):
     """`softmax` with ``out = x``."""
-    s = store_exp_in_place(x, row_max(x), t)
+    s = store_exp_in_place(x, row_max_skipping_nan(x), t)
     scale_row(x, x.dtype.type(1.0 / s))
 
 
@@ -252,7 +260,7 @@ def scale_row(x, scale):
 @helper
 def log_softmax(x, out, t):
     """``out = (x - max) * t - log(sum(exp((x - max) * t)))``."""
-    m, s = online_lse(x, t, True)
+    m, s = online_lse(x, t, True, False)
     c = x.dtype.type(log(s))
     half_m, twice_t = m * x.dtype.type(0.5), t + t
     for j in range(x.shape[0]):
