@@ -226,10 +226,19 @@ static inline void F(store_block)(REAL *out, const REAL *v, int stream)
             out[l] = v[l];
 }
 
-/* Whether a call writing rows * cols elements streams its stores. */
-static inline int F(streams)(int64_t rows, int64_t cols)
+/*
+ * Whether a call writing rows * cols elements to out (row stride out_stride)
+ * streams its stores: large outputs whose every row starts on a vector
+ * boundary. Streaming only the rows that happen to start aligned, or the
+ * aligned middle of each row, mixes streamed and cached stores, which was
+ * slower than caching them all: softmax over 100 or 120 classes 1.5x to 1.8x,
+ * log_softmax over 1000 classes (rows of 4000 bytes, every other one
+ * aligned) 2x (Zen 4).
+ */
+static inline int F(streams)(const REAL *out, int64_t out_stride, int64_t rows, int64_t cols)
 {
-    return rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES;
+    return rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES &&
+           fs_stream_aligned(out) && (out_stride * (int64_t)sizeof(REAL)) % FS_VECTOR_BYTES == 0;
 }
 
 static void F(fill)(REAL *out, int64_t n, REAL value)
@@ -725,25 +734,11 @@ FS_MEDIUM void F(medium_store)(REAL *dest, const REAL *src, int64_t n, F(vec) m,
                         n - j);
 }
 
-/*
- * Whether every row of out starts on a vector boundary, the condition for
- * streaming them: on rows that do not, streaming the aligned middle of each
- * row (its ends stored plainly) made softmax over 100 or 120 classes 1.5x to
- * 1.8x slower than plain stores (Zen 4), as does streaming only the rows that
- * happen to start aligned.
- */
-static inline int F(rows_aligned)(const REAL *out, int64_t out_stride)
-{
-    return fs_stream_aligned(out) &&
-           (out_stride * (int64_t)sizeof(REAL)) % FS_VECTOR_BYTES == 0;
-}
-
 FS_MEDIUM void F(softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
                                     int64_t out_stride, int64_t rows, int64_t n, F(factor) t,
                                     int stream)
 {
     REAL e[MEDIUM_COLS] __attribute__((aligned(FS_VECTOR_BYTES)));
-    stream = stream && F(rows_aligned)(out, out_stride);
     for (int64_t r = 0; r < rows; r++) {
         const REAL *row = x + r * x_stride;
         REAL *dest = out + r * out_stride;
@@ -771,7 +766,6 @@ FS_MEDIUM void F(log_softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *o
                                         int64_t out_stride, int64_t rows, int64_t n,
                                         F(factor) t, int stream)
 {
-    stream = stream && F(rows_aligned)(out, out_stride);
     for (int64_t r = 0; r < rows; r++) {
         const REAL *row = x + r * x_stride;
         REAL *dest = out + r * out_stride;
@@ -1056,7 +1050,7 @@ static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_s
     }
 #if VECTOR_ROWS
     if (cols <= MEDIUM_COLS) {
-        int stream = F(streams)(rows, cols);
+        int stream = F(streams)(out, out_stride, rows, cols);
         F(softmax_medium)(x, x_stride, out, out_stride, rows, cols, t, stream);
         if (stream)
             fs_stream_fence();
@@ -1075,7 +1069,7 @@ static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t o
         F(log_softmax_short)(x, x_stride, out, out_stride, rows, cols, t);
         return;
     }
-    int stream = F(streams)(rows, cols);
+    int stream = F(streams)(out, out_stride, rows, cols);
 #if VECTOR_ROWS
     if (cols <= MEDIUM_COLS) {
         F(log_softmax_medium)(x, x_stride, out, out_stride, rows, cols, t, stream);
@@ -1447,7 +1441,7 @@ static void F(cross_entropy)(const REAL *logits, int64_t logits_stride, const in
                                grad_stride, rows, cols, o);
         return;
     }
-    int stream = grad && F(streams)(rows, cols);
+    int stream = grad && F(streams)(grad, grad_stride, rows, cols);
     for (int64_t r = 0; r < rows; r++) {
         REAL *g = grad ? grad + r * grad_stride : NULL;
         if (target[r] == o->ignore_index) {
@@ -1559,7 +1553,7 @@ static void F(cross_entropy_probs)(const REAL *logits, int64_t logits_stride,
 {
     double eps = o->label_smoothing;
     REAL keep = (REAL)(1.0 - eps), spread = (REAL)(eps / (double)cols);
-    int stream = grad && F(streams)(rows, cols);
+    int stream = grad && F(streams)(grad, grad_stride, rows, cols);
     for (int64_t r = 0; r < rows; r++) {
         const REAL *z = logits + r * logits_stride, *t = target + r * target_stride;
         REAL *g = grad ? grad + r * grad_stride : NULL;
