@@ -538,16 +538,18 @@ static void F(shift_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor
 /*
  * Rows of SHORT_COLS < n <= MEDIUM_COLS elements, written with explicit SIMD
  * vectors: the row's maximum, sum and output in three short loops with two
- * accumulators each, the exponentials kept in a local buffer. Two
- * accumulators sum at most MEDIUM_COLS / (2 VEC) terms per lane in REAL, no
- * more than the blocks of the long rows do.
+ * accumulators each, softmax's exponentials kept in a local buffer (4 KiB).
+ * The two accumulators take MEDIUM_PART elements, MEDIUM_PART / (2 VEC)
+ * terms per lane in REAL (8 with AVX-512), no more than the blocks of the
+ * long rows do; the parts add up in double.
  *
  * A row costs little more than its exponentials only if nothing between
  * its passes goes through memory or a call: the helpers are forced inline
  * (so a constant t = 1 reaches the loops), and the maximum and the sum are
  * folded across lanes by lane swaps that leave the result in every lane.
  */
-#define MEDIUM_COLS 256
+#define MEDIUM_COLS 1024
+#define MEDIUM_PART 256
 #define FS_MEDIUM static inline __attribute__((always_inline))
 
 #if defined(__clang__) || __GNUC__ >= 12
@@ -685,12 +687,11 @@ FS_MEDIUM F(vec) F(medium_max)(const REAL *x, int64_t n, F(vec) *tail)
  * Sum of exp((x - m) * t) over the row (tail: see medium_max); the
  * exponentials go to e[0, n rounded up to VEC) when e is not NULL.
  */
-FS_MEDIUM double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, F(vec) m,
-                                   F(factor) t, REAL *e)
+FS_MEDIUM F(vec) F(medium_part_sum)(const REAL *x, int64_t j, int64_t stop, F(vec) m,
+                                    F(factor) t, REAL *e)
 {
-    int64_t full = n - n % VEC, j = 0;
     F(vec) s0 = F(vsplat)(0), s1 = s0;
-    for (; j + 2 * VEC <= full; j += 2 * VEC) {
+    for (; j + 2 * VEC <= stop; j += 2 * VEC) {
         F(vec) e0 = VECTOR_EXP(F(vgap)(F(vload)(x + j), m, t, 0));
         F(vec) e1 = VECTOR_EXP(F(vgap)(F(vload)(x + j + VEC), m, t, 0));
         s0 += e0;
@@ -700,19 +701,34 @@ FS_MEDIUM double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, F(vec)
             F(vstore)(e + j + VEC, e1, 0);
         }
     }
-    if (j < full) {
+    if (j < stop) {
         F(vec) e0 = VECTOR_EXP(F(vgap)(F(vload)(x + j), m, t, 0));
         s0 += e0;
         if (e)
             F(vstore)(e + j, e0, 0);
     }
-    if (full < n) { /* the -inf padding adds exact zeros */
-        F(vec) e1 = VECTOR_EXP(F(vgap)(tail, m, t, 0));
-        s1 += e1;
-        if (e)
-            F(vstore)(e + full, e1, 0);
+    return s0 + s1;
+}
+
+FS_MEDIUM double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, F(vec) m,
+                                   F(factor) t, REAL *e)
+{
+    int64_t full = n - n % VEC;
+    double total = 0;
+    F(vec) s = F(vsplat)(0);
+    for (int64_t part = 0; part < full; part += MEDIUM_PART) {
+        int64_t stop = part + MEDIUM_PART < full ? part + MEDIUM_PART : full;
+        if (part)
+            total += F(vsum_all)(s);
+        s = F(medium_part_sum)(x, part, stop, m, t, e);
     }
-    return F(vsum_all)(s0 + s1);
+    if (full < n) { /* the -inf padding adds exact zeros */
+        F(vec) last = VECTOR_EXP(F(vgap)(tail, m, t, 0));
+        s += last;
+        if (e)
+            F(vstore)(e + full, last, 0);
+    }
+    return total + F(vsum_all)(s);
 }
 
 /* One vector of a row's output from src[j..]: src * c, or (src - m) * t - c when log_form. */
@@ -1767,3 +1783,4 @@ static void F(exp_nonpositive_map)(const REAL *x, REAL *out, int64_t n)
 #undef TILE_ROWS
 #undef GAP_SCALE
 #undef MEDIUM_COLS
+#undef MEDIUM_PART
