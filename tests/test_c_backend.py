@@ -363,6 +363,7 @@ def test_kernels_pass_the_c_tests_under_address_and_undefined_sanitizers(tmp_pat
         "-fno-sanitize-recover=all",
         "-fno-omit-frame-pointer",
         "-DFS_STREAM_MIN_BYTES=0",  # run the streaming-store paths on the small test data
+        "-DFS_STREAM_LONG_COLS=1025",  # and stream the long rows whatever their alignment
         f"-I{SRC_C}",
     ]
     sources = [SRC_C / name for name in build.SOURCES] + [SRC_C / "tests" / "test_kernels.c"]
