@@ -1,13 +1,9 @@
 """numba-parallel time over C backend time, every operation, shape and dtype.
 
 The Numba issue's bar is numba-parallel within 1.25x of the C backend's time
-on every benchmark shape. A sequential table (``gb_table.py``) measures one
-implementation after the other and, on a shared machine, its cells move by
-20-30 % between runs: too coarse for that bar. Here the two run side by side:
-for each cell they alternate call by call, each timed call preceded by a pause
-(so the other side's idle OpenMP threads stop spinning) and an untimed call,
-and the best of ``--repeat`` times of each is compared. The calls are the asv
-suite's own (``benchmarks.implementations``), with ``out=`` where taken.
+on every benchmark shape. A sequential table (``gb_table.py``) is too coarse
+for that bar on a shared machine; here the two run side by side, as in
+``side_by_side.py``, and the best of ``--repeat`` times of each is compared.
 
 Run from the repository root::
 
@@ -22,12 +18,11 @@ import argparse
 import itertools
 import statistics
 import sys
-import time
 
 from benchmarks import common
 from benchmarks.implementations import OPERATIONS, best_output, prepare
+from side_by_side import best_seconds  # the script beside this one
 
-PAUSE_SECONDS = 0.05
 SIDES = ("c", "numba-parallel")
 
 
@@ -42,19 +37,6 @@ def parse_args(argv):
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args
-
-
-def best_seconds(calls, repeat):
-    """Best time of each call in `calls` (a dict), alternating them `repeat` times."""
-    best = dict.fromkeys(calls, float("inf"))
-    for _ in range(repeat):
-        for side, call in calls.items():
-            time.sleep(PAUSE_SECONDS)
-            call()
-            start = time.perf_counter()
-            call()
-            best[side] = min(best[side], time.perf_counter() - start)
-    return best
 
 
 def main(argv=None):
