@@ -25,6 +25,28 @@
 #define FS_X86_DISPATCH 0
 #endif
 
+/* x86 SIMD intrinsics: usable in the per-instruction-set builds, whose
+ * FS_VECTOR_BYTES names the register width they target. */
+#if FS_X86_DISPATCH && defined(__SSE2__)
+#include <immintrin.h>
+#define FS_X86_SIMD 1
+#else
+#define FS_X86_SIMD 0
+#endif
+
+/*
+ * For helpers that must disappear into their callers: a loop calling one is
+ * vectorized, and a constant argument (t = 1, a form flag) reaches the loop,
+ * only if the call is gone; GCC's inlining budget, spent on a large
+ * translation unit, otherwise leaves some calls standing (a softmax over
+ * rows of 32000 classes ran 4x slower for one such call to the exp).
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define FS_ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define FS_ALWAYS_INLINE static __forceinline
+#endif
+
 enum { FS_ISA_BASELINE = 0, FS_ISA_AVX2 = 1, FS_ISA_AVX512 = 2 };
 
 typedef struct fs_kernel_table {

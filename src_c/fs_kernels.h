@@ -41,15 +41,6 @@
  * looks for a NaN only in rows whose maximum is infinite.
  */
 
-/* for helpers whose constant arguments (t = 1, a form flag) must reach their loops */
-#ifndef FS_ALWAYS_INLINE
-#if defined(__GNUC__) || defined(__clang__)
-#define FS_ALWAYS_INLINE static inline __attribute__((always_inline))
-#else
-#define FS_ALWAYS_INLINE static __forceinline
-#endif
-#endif
-
 #define FS_CAT_(a, b) a##_##b
 #define FS_CAT(a, b) FS_CAT_(a, b)
 #define F(name) FS_CAT(name, SFX)
@@ -602,7 +593,6 @@ static inline int F(streams_long_rows)(int64_t rows, int64_t cols)
  */
 #define MEDIUM_COLS 1024
 #define MEDIUM_PART 256
-#define FS_MEDIUM static inline __attribute__((always_inline))
 
 #if defined(__clang__) || __GNUC__ >= 12
 #define FS_SHUFFLE(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
@@ -635,12 +625,12 @@ _Static_assert(sizeof(REAL) == 4, "medium rows are float32 only");
 /* VEC lanes of double: the lanes of one F(vec) widened, for its sum */
 typedef double F(vec_wide) __attribute__((vector_size(VEC * sizeof(double))));
 
-FS_MEDIUM F(vec) F(vload)(const REAL *p)
+FS_ALWAYS_INLINE F(vec) F(vload)(const REAL *p)
 {
     return *(const F(vec_in_array) *)p;
 }
 
-FS_MEDIUM void F(vstore)(REAL *p, F(vec) v, int stream)
+FS_ALWAYS_INLINE void F(vstore)(REAL *p, F(vec) v, int stream)
 {
     if (stream)
         STREAM(p, (const REAL *)&v);
@@ -648,7 +638,7 @@ FS_MEDIUM void F(vstore)(REAL *p, F(vec) v, int stream)
         *(F(vec_in_array) *)p = v;
 }
 
-FS_MEDIUM F(vec) F(vsplat)(REAL a)
+FS_ALWAYS_INLINE F(vec) F(vsplat)(REAL a)
 {
     F(vec) v = {0};
     return v + a;
@@ -666,7 +656,7 @@ FS_MEDIUM F(vec) F(vsplat)(REAL a)
 #endif
 
 /* the first n (0 < n < VEC) elements of x, the other lanes `pad` */
-FS_MEDIUM F(vec) F(vload_first)(const REAL *x, int64_t n, REAL pad)
+FS_ALWAYS_INLINE F(vec) F(vload_first)(const REAL *x, int64_t n, REAL pad)
 {
 #if FS_MASKED_PARTS
     __mmask16 first = (__mmask16)((1u << n) - 1);
@@ -680,7 +670,7 @@ FS_MEDIUM F(vec) F(vload_first)(const REAL *x, int64_t n, REAL pad)
 }
 
 /* p[0, n) = the first n (0 < n < VEC) lanes of v */
-FS_MEDIUM void F(vstore_first)(REAL *p, F(vec) v, int64_t n)
+FS_ALWAYS_INLINE void F(vstore_first)(REAL *p, F(vec) v, int64_t n)
 {
 #if FS_MASKED_PARTS
     _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
@@ -692,7 +682,7 @@ FS_MEDIUM void F(vstore_first)(REAL *p, F(vec) v, int64_t n)
 }
 
 /* the maximum of the lanes of v (no NaN among them), in every lane */
-FS_MEDIUM F(vec) F(vmax_all)(F(vec) v)
+FS_ALWAYS_INLINE F(vec) F(vmax_all)(F(vec) v)
 {
     for (int w = VEC / 2; w > 0; w /= 2)
         v = F(vec_max)(v, FS_SWAP_LANES(v, w));
@@ -700,7 +690,7 @@ FS_MEDIUM F(vec) F(vmax_all)(F(vec) v)
 }
 
 /* the sum of the lanes of v, pairwise in double */
-FS_MEDIUM double F(vsum_all)(F(vec) v)
+FS_ALWAYS_INLINE double F(vsum_all)(F(vec) v)
 {
     F(vec_wide) d = __builtin_convertvector(v, F(vec_wide));
     for (int w = VEC / 2; w > 0; w /= 2)
@@ -709,7 +699,7 @@ FS_MEDIUM double F(vsum_all)(F(vec) v)
 }
 
 /* (x - m) * t - c per lane, rounded as scaled_gap (t = 1: (x - m) - c) */
-FS_MEDIUM F(vec) F(vgap)(F(vec) x, F(vec) m, F(factor) t, REAL c)
+FS_ALWAYS_INLINE F(vec) F(vgap)(F(vec) x, F(vec) m, F(factor) t, REAL c)
 {
     if (F(is_one)(t))
         return (x - m) - c;
@@ -721,7 +711,7 @@ FS_MEDIUM F(vec) F(vgap)(F(vec) x, F(vec) m, F(factor) t, REAL c)
  * The row's maximum, NaN skipped, in every lane; *tail = its last n % VEC
  * elements padded with -inf.
  */
-FS_MEDIUM F(vec) F(medium_max)(const REAL *x, int64_t n, F(vec) *tail)
+FS_ALWAYS_INLINE F(vec) F(medium_max)(const REAL *x, int64_t n, F(vec) *tail)
 {
     int64_t full = n - n % VEC, j = 0;
     F(vec) m0 = F(vsplat)(-INFINITY), m1 = m0;
@@ -739,8 +729,8 @@ FS_MEDIUM F(vec) F(medium_max)(const REAL *x, int64_t n, F(vec) *tail)
  * Sum of exp((x - m) * t) over the row (tail: see medium_max); the
  * exponentials go to e[0, n) when e is not NULL (e may be x).
  */
-FS_MEDIUM F(vec) F(medium_part_sum)(const REAL *x, int64_t j, int64_t stop, F(vec) m,
-                                    F(factor) t, REAL *e)
+FS_ALWAYS_INLINE F(vec) F(medium_part_sum)(const REAL *x, int64_t j, int64_t stop, F(vec) m,
+                                           F(factor) t, REAL *e)
 {
     F(vec) s0 = F(vsplat)(0), s1 = s0;
     for (; j + 2 * VEC <= stop; j += 2 * VEC) {
@@ -762,8 +752,8 @@ FS_MEDIUM F(vec) F(medium_part_sum)(const REAL *x, int64_t j, int64_t stop, F(ve
     return s0 + s1;
 }
 
-FS_MEDIUM double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, F(vec) m,
-                                   F(factor) t, REAL *e)
+FS_ALWAYS_INLINE double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, F(vec) m,
+                                          F(factor) t, REAL *e)
 {
     int64_t full = n - n % VEC;
     double total = 0;
@@ -784,14 +774,14 @@ FS_MEDIUM double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, F(vec)
 }
 
 /* One vector of a row's output from src[j..]: src * c, or (src - m) * t - c when log_form. */
-FS_MEDIUM F(vec) F(medium_output)(F(vec) src, F(vec) m, F(factor) t, REAL c, int log_form)
+FS_ALWAYS_INLINE F(vec) F(medium_output)(F(vec) src, F(vec) m, F(factor) t, REAL c, int log_form)
 {
     return log_form ? F(vgap)(src, m, t, c) : src * c;
 }
 
 /* dest[0, n) = medium_output(src[0, n)), n > VEC; streamed when `stream` */
-FS_MEDIUM void F(medium_store)(REAL *dest, const REAL *src, int64_t n, F(vec) m, F(factor) t,
-                               REAL c, int log_form, int stream)
+FS_ALWAYS_INLINE void F(medium_store)(REAL *dest, const REAL *src, int64_t n, F(vec) m, F(factor) t,
+                                      REAL c, int log_form, int stream)
 {
     int64_t j = 0;
     for (; j + VEC <= n; j += VEC)
@@ -802,9 +792,9 @@ FS_MEDIUM void F(medium_store)(REAL *dest, const REAL *src, int64_t n, F(vec) m,
                         n - j);
 }
 
-FS_MEDIUM void F(softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
-                                    int64_t out_stride, int64_t rows, int64_t n, F(factor) t,
-                                    int stream)
+FS_ALWAYS_INLINE void F(softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
+                                           int64_t out_stride, int64_t rows, int64_t n, F(factor) t,
+                                           int stream)
 {
     REAL e[MEDIUM_COLS] __attribute__((aligned(FS_VECTOR_BYTES)));
     for (int64_t r = 0; r < rows; r++) {
@@ -838,9 +828,9 @@ static void F(softmax_medium)(const REAL *x, int64_t x_stride, REAL *out, int64_
         F(softmax_medium_at)(x, x_stride, out, out_stride, rows, n, t, stream);
 }
 
-FS_MEDIUM void F(log_softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
-                                        int64_t out_stride, int64_t rows, int64_t n,
-                                        F(factor) t, int stream)
+FS_ALWAYS_INLINE void F(log_softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
+                                               int64_t out_stride, int64_t rows, int64_t n,
+                                               F(factor) t, int stream)
 {
     for (int64_t r = 0; r < rows; r++) {
         const REAL *row = x + r * x_stride;
@@ -865,7 +855,6 @@ static void F(log_softmax_medium)(const REAL *x, int64_t x_stride, REAL *out,
     else
         F(log_softmax_medium_at)(x, x_stride, out, out_stride, rows, n, t, stream);
 }
-#undef FS_MEDIUM
 /*
  * softmax and log_softmax give rows of more than SOFTMAX_TILE_COLS classes
  * to the medium path rather than to the short-row tile. With masked row ends

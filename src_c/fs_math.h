@@ -22,40 +22,32 @@
 #include <stdint.h>
 #include <string.h>
 
-/*
- * Every function here is forced inline: a loop that calls one is vectorized
- * only if the call disappears, and GCC's inlining budget, spent on a large
- * translation unit, would otherwise leave some calls standing (a softmax
- * over rows of 32000 classes ran 4x slower for one such call).
- */
-#if defined(__GNUC__) || defined(__clang__)
-#define FS_MATH static inline __attribute__((always_inline))
-#else
-#define FS_MATH static __forceinline
-#endif
+#include "fs_internal.h"
 
-FS_MATH uint32_t fs_f32_bits(float x)
+/* Every function here is forced inline (FS_ALWAYS_INLINE: see fs_internal.h). */
+
+FS_ALWAYS_INLINE uint32_t fs_f32_bits(float x)
 {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
     return u;
 }
 
-FS_MATH float fs_f32_from_bits(uint32_t u)
+FS_ALWAYS_INLINE float fs_f32_from_bits(uint32_t u)
 {
     float x;
     memcpy(&x, &u, sizeof x);
     return x;
 }
 
-FS_MATH uint64_t fs_f64_bits(double x)
+FS_ALWAYS_INLINE uint64_t fs_f64_bits(double x)
 {
     uint64_t u;
     memcpy(&u, &x, sizeof u);
     return u;
 }
 
-FS_MATH double fs_f64_from_bits(uint64_t u)
+FS_ALWAYS_INLINE double fs_f64_from_bits(uint64_t u)
 {
     double x;
     memcpy(&x, &u, sizeof x);
@@ -71,7 +63,7 @@ FS_MATH double fs_f64_from_bits(uint64_t u)
  * Valid for |x| < 2^21; callers replace results outside their range by
  * selects, so NaN flows through the arithmetic and stays NaN.
  */
-FS_MATH float fs_expf_reduced(float x, float scale, uint32_t *k)
+FS_ALWAYS_INLINE float fs_expf_reduced(float x, float scale, uint32_t *k)
 {
     const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     const float ln2_hi = 0.693359375f;
@@ -103,7 +95,7 @@ FS_MATH float fs_expf_reduced(float x, float scale, uint32_t *k)
  * polynomial carries a factor 2^-64, and one multiplication by 2^(k+64)
  * rounds subnormal results once. Still within 1 ulp up to x = 44.
  */
-FS_MATH float fs_expf_nonpositive(float x)
+FS_ALWAYS_INLINE float fs_expf_nonpositive(float x)
 {
     const float shifter = 12582912.0f + 191.0f; /* 1.5 * 2^23, plus the bias 127 + 64 */
     const float ln2_hi = 0.693359375f;
@@ -132,7 +124,7 @@ FS_MATH float fs_expf_nonpositive(float x)
  * that subnormal results round once and overflow gives +inf; exactly 0 below
  * -104 (hence for -inf), +inf above 88.75 (hence for +inf).
  */
-FS_MATH float fs_expf(float x)
+FS_ALWAYS_INLINE float fs_expf(float x)
 {
     uint32_t k;
     float p = fs_expf_reduced(x, 1.0f, &k);
@@ -144,7 +136,7 @@ FS_MATH float fs_expf(float x)
 }
 
 /* exp in float64: fs_expf_reduced with a degree-11 polynomial (|x| < 2^50). */
-FS_MATH double fs_exp_reduced(double x, double scale, uint64_t *k)
+FS_ALWAYS_INLINE double fs_exp_reduced(double x, double scale, uint64_t *k)
 {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     const double ln2_hi = 6.93147180369123816490e-01;
@@ -172,7 +164,7 @@ FS_MATH double fs_exp_reduced(double x, double scale, uint64_t *k)
 }
 
 /* exp(x) for x <= 0 in float64 (see fs_expf_nonpositive); exactly 0 below -746. */
-FS_MATH double fs_exp_nonpositive(double x)
+FS_ALWAYS_INLINE double fs_exp_nonpositive(double x)
 {
     uint64_t k;
     double p = fs_exp_reduced(x, 0x1p-512, &k);
@@ -181,7 +173,7 @@ FS_MATH double fs_exp_nonpositive(double x)
 }
 
 /* exp(x) for every double; exactly 0 below -746, +inf above 709.79. */
-FS_MATH double fs_exp(double x)
+FS_ALWAYS_INLINE double fs_exp(double x)
 {
     uint64_t k;
     double p = fs_exp_reduced(x, 1.0, &k);
@@ -200,7 +192,7 @@ FS_MATH double fs_exp(double x)
  * Subnormal inputs are scaled into the normal range first; 0 gives -inf,
  * negative numbers NaN, +inf and NaN themselves.
  */
-FS_MATH float fs_logf(float x)
+FS_ALWAYS_INLINE float fs_logf(float x)
 {
     const float ln2_hi = 0.693359375f;
     const float ln2_lo = -2.12194440e-4f;
@@ -236,18 +228,11 @@ FS_MATH float fs_logf(float x)
  */
 #if (defined(__GNUC__) || defined(__clang__)) && defined(FS_VECTOR_BYTES)
 #define FS_HAVE_VEC_EXP 1
-/* x86 builds name their instruction set's register width in FS_VECTOR_BYTES */
-#if FS_X86_DISPATCH && defined(__SSE2__)
-#include <immintrin.h>
-#define FS_X86_SIMD 1
-#else
-#define FS_X86_SIMD 0
-#endif
 typedef float fs_vf32 __attribute__((vector_size(FS_VECTOR_BYTES)));
 typedef int32_t fs_vi32 __attribute__((vector_size(FS_VECTOR_BYTES)));
 typedef uint32_t fs_vu32 __attribute__((vector_size(FS_VECTOR_BYTES)));
 
-FS_MATH fs_vf32 fs_vf32_splat(float a)
+FS_ALWAYS_INLINE fs_vf32 fs_vf32_splat(float a)
 {
     fs_vf32 v = {0};
     return v + a;
@@ -257,7 +242,7 @@ FS_MATH fs_vf32 fs_vf32_splat(float a)
  * per lane a > b ? a : b, so b where either is NaN: x86's maxps exactly (one
  * instruction), elsewhere bit masks (C has no vector select)
  */
-FS_MATH fs_vf32 fs_vf32_select_greater(fs_vf32 a, fs_vf32 b)
+FS_ALWAYS_INLINE fs_vf32 fs_vf32_select_greater(fs_vf32 a, fs_vf32 b)
 {
 #if FS_X86_SIMD && FS_VECTOR_BYTES == 64
     return (fs_vf32)_mm512_max_ps((__m512)a, (__m512)b);
@@ -271,7 +256,7 @@ FS_MATH fs_vf32 fs_vf32_select_greater(fs_vf32 a, fs_vf32 b)
 #endif
 }
 
-FS_MATH fs_vf32 fs_expf_nonpositive_vec(fs_vf32 x)
+FS_ALWAYS_INLINE fs_vf32 fs_expf_nonpositive_vec(fs_vf32 x)
 {
     const float shifter = 12582912.0f + 191.0f;
     const float ln2_hi = 0.693359375f;

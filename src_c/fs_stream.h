@@ -8,12 +8,7 @@
 #ifndef FS_STREAM_H
 #define FS_STREAM_H
 
-#if FS_X86_DISPATCH && defined(__SSE2__)
-#include <immintrin.h>
-#define FS_HAVE_STREAM 1
-#else
-#define FS_HAVE_STREAM 0
-#endif
+#define FS_HAVE_STREAM FS_X86_SIMD
 
 /*
  * Outputs of at least this many bytes per kernel call are streamed: past
