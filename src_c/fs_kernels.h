@@ -484,35 +484,35 @@ static void F(scale_in_place)(REAL *out, int64_t n, REAL c)
 }
 
 /*
- * One block of a row's output: exp((x - m) * t) * c (softmax, exp_form) or
- * (x - m) * t - c (log_softmax), computed as scaled_gap rounds it.
+ * One block of a row's output: exp((x - m) * t) * c (softmax) or, when
+ * log_form, (x - m) * t - c (log_softmax), computed as scaled_gap rounds it.
  */
 FS_ALWAYS_INLINE void F(output_block)(REAL *out, const REAL *x, REAL m, F(factor) t, REAL c,
-                                      int exp_form, int stream)
+                                      int log_form, int stream)
 {
     REAL v[LANES];
-    if (F(is_one)(t) && exp_form)
-        for (int l = 0; l < LANES; l++)
-            v[l] = EXP(x[l] - m) * c;
-    else if (F(is_one)(t))
+    if (F(is_one)(t) && log_form)
         for (int l = 0; l < LANES; l++)
             v[l] = (x[l] - m) - c;
-    else if (exp_form)
+    else if (F(is_one)(t))
         for (int l = 0; l < LANES; l++)
-            v[l] = EXP(F(scaled_gap)(x[l], m * (REAL)0.5, t, 0)) * c;
-    else
+            v[l] = EXP(x[l] - m) * c;
+    else if (log_form)
         for (int l = 0; l < LANES; l++)
             v[l] = F(scaled_gap)(x[l], m * (REAL)0.5, t, c);
+    else
+        for (int l = 0; l < LANES; l++)
+            v[l] = EXP(F(scaled_gap)(x[l], m * (REAL)0.5, t, 0)) * c;
     F(store_block)(out, v, stream);
 }
 
 /* output_block over the first n (< LANES) elements of x, into out[0, n) */
 FS_ALWAYS_INLINE void F(output_part)(REAL *out, const REAL *x, int64_t n, REAL m, F(factor) t,
-                                     REAL c, int exp_form)
+                                     REAL c, int log_form)
 {
     REAL v[LANES];
     F(load_tail)(v, x, n, -INFINITY);
-    F(output_block)(v, v, m, t, c, exp_form, 0);
+    F(output_block)(v, v, m, t, c, log_form, 0);
     F(store_tail)(out, v, n);
 }
 
@@ -522,7 +522,7 @@ FS_ALWAYS_INLINE void F(output_part)(REAL *out, const REAL *x, int64_t n, REAL m
  * boundary are stored plainly, so any row alignment streams.
  */
 FS_ALWAYS_INLINE void F(output_store_at)(const REAL *x, REAL *out, int64_t n, REAL m,
-                                         F(factor) t, REAL c, int exp_form, int stream)
+                                         F(factor) t, REAL c, int log_form, int stream)
 {
     int64_t i = 0;
     if (stream && (uintptr_t)out % sizeof(REAL) == 0) {
@@ -531,29 +531,46 @@ FS_ALWAYS_INLINE void F(output_store_at)(const REAL *x, REAL *out, int64_t n, RE
                       sizeof(REAL));
         i = head < n ? head : n;
         if (i)
-            F(output_part)(out, x, i, m, t, c, exp_form);
+            F(output_part)(out, x, i, m, t, c, log_form);
         for (; i + LANES <= n; i += LANES)
-            F(output_block)(out + i, x + i, m, t, c, exp_form, 1);
+            F(output_block)(out + i, x + i, m, t, c, log_form, 1);
     } else {
         for (; i + LANES <= n; i += LANES)
-            F(output_block)(out + i, x + i, m, t, c, exp_form, 0);
+            F(output_block)(out + i, x + i, m, t, c, log_form, 0);
     }
     if (i < n)
-        F(output_part)(out + i, x + i, n - i, m, t, c, exp_form);
+        F(output_part)(out + i, x + i, n - i, m, t, c, log_form);
 }
 
-/* output_store_at with the test of t = 1 taken once, outside its loops */
+/* output_store_at with the tests of t = 1 and log_form taken once, outside its loops */
 static void F(output_store)(const REAL *x, REAL *out, int64_t n, REAL m, F(factor) t, REAL c,
-                            int exp_form, int stream)
+                            int log_form, int stream)
 {
-    if (F(is_one)(t) && exp_form)
+    if (F(is_one)(t) && log_form)
         F(output_store_at)(x, out, n, m, F(unit)(), c, 1, stream);
     else if (F(is_one)(t))
         F(output_store_at)(x, out, n, m, F(unit)(), c, 0, stream);
-    else if (exp_form)
+    else if (log_form)
         F(output_store_at)(x, out, n, m, t, c, 1, stream);
     else
         F(output_store_at)(x, out, n, m, t, c, 0, stream);
+}
+
+/*
+ * softmax (log_form 0) or log_softmax (1) of one long row from one online
+ * pass for its maximum and sum and one pass writing it: x read twice (the
+ * second time from L2), out written once, streamed when `stream`.
+ */
+static void F(online_output_row)(const REAL *x, REAL *out, int64_t n, F(factor) t, int log_form,
+                                 int stream)
+{
+    REAL m;
+    double s;
+    F(online_max_sum)(x, n, t, &m, &s);
+    if (!F(usable)(m, s))
+        F(fill)(out, n, NAN);
+    else
+        F(output_store)(x, out, n, m, t, (REAL)(log_form ? log(s) : 1.0 / s), log_form, stream);
 }
 
 /*
@@ -1110,14 +1127,8 @@ static void F(logsumexp_short)(const REAL *x, int64_t x_stride, REAL *out, int64
 
 static void F(softmax_row)(const REAL *x, REAL *out, int64_t n, F(factor) t, int stream)
 {
-    if (stream) { /* x read twice (the second time from L2), out written once, streamed */
-        REAL m;
-        double s;
-        F(online_max_sum)(x, n, t, &m, &s);
-        if (!F(usable)(m, s))
-            F(fill)(out, n, NAN);
-        else
-            F(output_store)(x, out, n, m, t, (REAL)(1.0 / s), 1, 1);
+    if (stream) { /* two reads of x for one streamed write of out */
+        F(online_output_row)(x, out, n, t, 0, 1);
         return;
     }
     REAL m = F(row_max)(x, n);
@@ -1171,17 +1182,8 @@ static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t o
     }
 #endif
     stream = stream || F(streams_long_rows)(rows, cols);
-    for (int64_t r = 0; r < rows; r++) {
-        const REAL *row = x + r * x_stride;
-        REAL *dest = out + r * out_stride;
-        REAL m;
-        double s;
-        F(online_max_sum)(row, cols, t, &m, &s);
-        if (!F(usable)(m, s))
-            F(fill)(dest, cols, NAN);
-        else
-            F(output_store)(row, dest, cols, m, t, (REAL)log(s), 0, stream);
-    }
+    for (int64_t r = 0; r < rows; r++)
+        F(online_output_row)(x + r * x_stride, out + r * out_stride, cols, t, 1, stream);
     if (stream)
         fs_stream_fence();
 }
