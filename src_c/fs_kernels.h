@@ -229,9 +229,8 @@ static inline void F(store_block)(REAL *out, const REAL *v, int stream)
 /*
  * Whether a call writing rows * cols elements to out (row stride out_stride)
  * streams its stores: large outputs whose every row starts on a vector
- * boundary. Streaming only the rows that happen to start aligned, or the
- * aligned middle of each row, mixes streamed and cached stores, which was
- * slower than caching them all: softmax over 100 or 120 classes 1.5x to 1.8x,
+ * boundary (medium rows decide by F(streams_medium)). Streaming only the
+ * rows that happen to start aligned was slower than caching every store:
  * log_softmax over 1000 classes (rows of 4000 bytes, every other one
  * aligned) 2x (Zen 4).
  */
@@ -610,6 +609,7 @@ static inline int F(streams_long_rows)(int64_t rows, int64_t cols)
  */
 #define MEDIUM_COLS 1024
 #define MEDIUM_PART 256
+#define LINE_ELEMENTS (64 / (int64_t)sizeof(REAL))
 
 #if defined(__clang__) || __GNUC__ >= 12
 #define FS_SHUFFLE(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
@@ -696,6 +696,19 @@ FS_ALWAYS_INLINE void F(vstore_first)(REAL *p, F(vec) v, int64_t n)
     memcpy(a, &v, sizeof a);
     F(store_tail)(p, a, n);
 #endif
+}
+
+/* p[0, n) = the first n (0 < n < VEC) lanes of v, in pieces of VEC / 2, ..., 2, 1 lanes */
+FS_ALWAYS_INLINE void F(vstore_pieces)(REAL *p, F(vec) v, int64_t n)
+{
+    REAL a[VEC];
+    memcpy(a, &v, sizeof a);
+    int64_t i = 0;
+    for (int64_t piece = VEC / 2; piece > 0; piece /= 2)
+        if (n & piece) {
+            memcpy(p + i, a + i, (size_t)piece * sizeof(REAL));
+            i += piece;
+        }
 }
 
 /* the maximum of the lanes of v (no NaN among them), in every lane */
@@ -796,17 +809,68 @@ FS_ALWAYS_INLINE F(vec) F(medium_output)(F(vec) src, F(vec) m, F(factor) t, REAL
     return log_form ? F(vgap)(src, m, t, c) : src * c;
 }
 
-/* dest[0, n) = medium_output(src[0, n)), n > VEC; streamed when `stream` */
+/* dest[j, stop) = medium_output(src[j, stop)) in whole vectors; returns where it stopped */
+FS_ALWAYS_INLINE int64_t F(medium_store_vectors)(REAL *dest, const REAL *src, int64_t j,
+                                                 int64_t stop, F(vec) m, F(factor) t, REAL c,
+                                                 int log_form, int stream)
+{
+    for (; j + VEC <= stop; j += VEC)
+        F(vstore)(dest + j, F(medium_output)(F(vload)(src + j), m, t, c, log_form), stream);
+    return j;
+}
+
+/* the same for j < stop < j + VEC: one masked store, or pieces when `pieces` */
+FS_ALWAYS_INLINE void F(medium_store_part)(REAL *dest, const REAL *src, int64_t j, int64_t stop,
+                                           F(vec) m, F(factor) t, REAL c, int log_form, int pieces)
+{
+    if (j == stop)
+        return;
+    F(vec) v = F(medium_output)(F(vload_first)(src + j, stop - j, 0), m, t, c, log_form);
+    if (pieces)
+        F(vstore_pieces)(dest + j, v, stop - j);
+    else
+        F(vstore_first)(dest + j, v, stop - j);
+}
+
+/*
+ * dest[0, n) = medium_output(src[0, n)), n > VEC. When `stream`, the whole
+ * 64-byte lines of dest are streamed and the partial lines at its ends stored
+ * plainly, in pieces: a masked store into the line next to a streamed one
+ * made rows of 128 classes twice as slow (Zen 4).
+ */
 FS_ALWAYS_INLINE void F(medium_store)(REAL *dest, const REAL *src, int64_t n, F(vec) m, F(factor) t,
                                       REAL c, int log_form, int stream)
 {
-    int64_t j = 0;
-    for (; j + VEC <= n; j += VEC)
-        F(vstore)(dest + j, F(medium_output)(F(vload)(src + j), m, t, c, log_form), stream);
-    if (j < n)
-        F(vstore_first)(dest + j,
-                        F(medium_output)(F(vload_first)(src + j, n - j, 0), m, t, c, log_form),
-                        n - j);
+    int64_t head = (int64_t)((64 - (uintptr_t)dest % 64) % 64 / sizeof(REAL));
+    if (!stream || head >= n) {
+        int64_t j = F(medium_store_vectors)(dest, src, 0, n, m, t, c, log_form, 0);
+        F(medium_store_part)(dest, src, j, n, m, t, c, log_form, 0);
+        return;
+    }
+    int64_t lines_end = head + (n - head) / LINE_ELEMENTS * LINE_ELEMENTS;
+    int64_t j = F(medium_store_vectors)(dest, src, 0, head, m, t, c, log_form, 0);
+    F(medium_store_part)(dest, src, j, head, m, t, c, log_form, 1);
+    j = F(medium_store_vectors)(dest, src, head, lines_end, m, t, c, log_form, 1);
+    j = F(medium_store_vectors)(dest, src, j, n, m, t, c, log_form, 0);
+    F(medium_store_part)(dest, src, j, n, m, t, c, log_form, 1);
+}
+
+/*
+ * Whether medium rows stream their output (see medium_store): large outputs
+ * of rows of at least FS_STREAM_MEDIUM_COLS, whatever their alignment. Shorter
+ * rows gain less than their partial lines cost: 2 threads, outputs 16 bytes
+ * off a 64-byte boundary, softmax over 1000 classes 0.25 -> 0.21 ns/element
+ * (median of 8), log_softmax 0.29 -> 0.23, but over 128 classes 0.22 ->
+ * 0.25 and 0.34 -> 0.34; 200 and 256 classes about even.
+ */
+#ifndef FS_STREAM_MEDIUM_COLS
+#define FS_STREAM_MEDIUM_COLS 512
+#endif
+static inline int F(streams_medium)(const REAL *out, int64_t rows, int64_t cols)
+{
+    return FS_HAVE_STREAM && cols >= FS_STREAM_MEDIUM_COLS &&
+           rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES &&
+           (uintptr_t)out % sizeof(REAL) == 0;
 }
 
 FS_ALWAYS_INLINE void F(softmax_medium_at)(const REAL *x, int64_t x_stride, REAL *out,
@@ -1150,7 +1214,7 @@ static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_s
     }
 #if VECTOR_ROWS
     if (cols <= MEDIUM_COLS) {
-        int stream = F(streams)(out, out_stride, rows, cols);
+        int stream = F(streams_medium)(out, rows, cols);
         F(softmax_medium)(x, x_stride, out, out_stride, rows, cols, t, stream);
         if (stream)
             fs_stream_fence();
@@ -1175,6 +1239,7 @@ static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t o
     int stream = F(streams)(out, out_stride, rows, cols);
 #if VECTOR_ROWS
     if (cols <= MEDIUM_COLS) {
+        stream = F(streams_medium)(out, rows, cols);
         F(log_softmax_medium)(x, x_stride, out, out_stride, rows, cols, t, stream);
         if (stream)
             fs_stream_fence();
@@ -1864,3 +1929,4 @@ static void F(exp_nonpositive_map)(const REAL *x, REAL *out, int64_t n)
 #undef MEDIUM_COLS
 #undef SOFTMAX_TILE_COLS
 #undef MEDIUM_PART
+#undef LINE_ELEMENTS

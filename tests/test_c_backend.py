@@ -205,15 +205,26 @@ def test_rows_of_256k_meet_the_accuracy_bound(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_outputs_large_enough_for_streaming_stores(dtype):
-    # 40 MB per call: log_softmax and the cross-entropy gradient use streaming stores
+def test_outputs_large_enough_for_streaming_stores(threads, dtype):
+    # 40 MB per call on one thread: softmax, log_softmax and the cross-entropy
+    # gradient use streaming stores; medium rows whatever their alignment
+    threads(1)
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((5000, 1003)).astype(dtype)
+    x = rng.standard_normal((10_000 if dtype == np.float32 else 5000, 1003)).astype(dtype)
     rows = [0, 1, 2345, 4999]
     rtol = 1e-4 if dtype == np.float32 else 1e-11
-    _check_log_probabilities(
-        fastsoftmax.log_softmax(x, backend="c")[rows], reference.log_softmax(x[rows]), dtype
-    )
+    for offset in (0, 1, 5):  # the output 0, 4 and 20 bytes (float32) after a 64-byte line
+        buffer = np.empty(x.size + 64, dtype)
+        start = (-buffer.ctypes.data // buffer.itemsize) % (64 // buffer.itemsize) + offset
+        out = buffer[start : start + x.size].reshape(x.shape)
+        _check_probabilities(
+            fastsoftmax.softmax(x, out=out, backend="c")[rows], reference.softmax(x[rows]), dtype
+        )
+        _check_log_probabilities(
+            fastsoftmax.log_softmax(x, out=out, backend="c")[rows],
+            reference.log_softmax(x[rows]),
+            dtype,
+        )
     target = rng.integers(0, x.shape[1], len(x))
     weight = rng.uniform(0.5, 2, x.shape[1])
     loss, grad = fastsoftmax.cross_entropy(
@@ -364,6 +375,7 @@ def test_kernels_pass_the_c_tests_under_address_and_undefined_sanitizers(tmp_pat
         "-fno-omit-frame-pointer",
         "-DFS_STREAM_MIN_BYTES=0",  # run the streaming-store paths on the small test data
         "-DFS_STREAM_LONG_COLS=1025",  # and stream the long rows whatever their alignment
+        "-DFS_STREAM_MEDIUM_COLS=65",  # and every medium row
         f"-I{SRC_C}",
     ]
     sources = [SRC_C / name for name in build.SOURCES] + [SRC_C / "tests" / "test_kernels.c"]
