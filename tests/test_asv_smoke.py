@@ -11,8 +11,10 @@ import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +185,48 @@ def test_every_timed_call_computes_its_operation(suite, impl, dtype):
             for g, w in zip(got, want):
                 np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol, err_msg=f"{op} {output}")
     assert skipped == expected_skips(impl, suite.OPERATIONS)
+
+
+@pytest.mark.skipif(
+    sysconfig.get_platform().split("-")[-1] not in ("x86_64", "amd64") or not shutil.which("cc"),
+    reason="memory_floor.c is x86-64 C and needs a compiler named cc",
+)
+def test_memory_floor_builds_and_times_every_pass(tmp_path):
+    program = tmp_path / "memory_floor"
+    subprocess.run(
+        ["cc", "-O2", "-march=native", "-pthread", str(BENCHMARKS / "memory_floor.c"),
+         "-o", str(program)],
+        check=True,
+    )
+    result = subprocess.run(
+        [str(program), "100", "1003", "2", "3"], capture_output=True, text=True, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "100x1003 float32, 2 thread(s), best of 3"
+    pattern = re.compile(r"  (.+?) +([0-9.]+) ns/element +([0-9.]+) GB/s$")
+    passes = [pattern.match(line) for line in lines[1:]]
+    assert [p.group(1) for p in passes if p] == [
+        "read", "copy, streamed", "2 reads, streamed", "2 reads, cached"
+    ]
+    assert all(float(p.group(2)) > 0 for p in passes)
+    bad = subprocess.run([str(program), "0", "10", "1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "must be positive" in bad.stderr
+
+
+@pytest.mark.parametrize("cadence, calls_per_turn", [("cold", 2), ("steady", 6)])
+def test_side_by_side_turns_follow_the_cadence(monkeypatch, cadence, calls_per_turn):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run as benchmarks/side_by_side.py
+    side_by_side = importlib.import_module("side_by_side")
+    monkeypatch.setattr(side_by_side, "PAUSE_SECONDS", 0.0)
+    counts = {"a": 0, "b": 0}
+
+    def counting(side):
+        def call():
+            counts[side] += 1
+
+        return call
+
+    best = side_by_side.best_seconds({"a": counting("a"), "b": counting("b")}, 3, cadence)
+    assert counts == {"a": 3 * calls_per_turn, "b": 3 * calls_per_turn}
+    assert set(best) == {"a", "b"} and all(0 <= t < 0.1 for t in best.values())
+    assert side_by_side.parse_args(["--cadence", cadence]).cadence == cadence
