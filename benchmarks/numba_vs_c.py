@@ -3,7 +3,8 @@
 The Numba issue's bar is numba-parallel within 1.25x of the C backend's time
 on every benchmark shape. A sequential table (``gb_table.py``) is too coarse
 for that bar on a shared machine; here the two run side by side, as in
-``side_by_side.py``, and the best of ``--repeat`` times of each is compared.
+``side_by_side.py`` (with its ``--cadence``), and the best of ``--repeat``
+turns of each is compared.
 
 Run from the repository root::
 
@@ -21,7 +22,7 @@ import sys
 
 from benchmarks import common
 from benchmarks.implementations import OPERATIONS, best_output, prepare
-from side_by_side import best_seconds  # the script beside this one
+from side_by_side import CADENCES, best_seconds  # the script beside this one
 
 SIDES = ("c", "numba-parallel")
 
@@ -31,7 +32,8 @@ def parse_args(argv):
     parser.add_argument("--ops", nargs="+", choices=OPERATIONS, default=OPERATIONS)
     parser.add_argument("--shapes", nargs="+", choices=common.SHAPES, default=common.SHAPES)
     parser.add_argument("--dtypes", nargs="+", choices=common.DTYPES, default=common.DTYPES)
-    parser.add_argument("--repeat", type=int, default=15, help="timed calls per side and cell")
+    parser.add_argument("--repeat", type=int, default=15, help="turns per side and cell")
+    parser.add_argument("--cadence", choices=CADENCES, default="cold", help="see side_by_side.py")
     parser.add_argument("--limit", type=float, default=1.25, help="largest acceptable ratio")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -46,7 +48,7 @@ def main(argv=None):
     for shape, dtype, op in itertools.product(args.shapes, args.dtypes, args.ops):
         size = common.shape_of(shape)
         calls = {side: prepare(op, side, size, dtype, best_output(op, side)) for side in SIDES}
-        best = best_seconds(calls, args.repeat)
+        best = best_seconds(calls, args.repeat, args.cadence)
         ratio = best["numba-parallel"] / best["c"]
         ratios.append(ratio)
         print(
@@ -56,7 +58,7 @@ def main(argv=None):
         )
     over = sum(r > args.limit for r in ratios)
     print(
-        f"\n{len(ratios)} cells, {common.threads()} threads: median ratio "
+        f"\n{len(ratios)} cells, {common.threads()} threads, {args.cadence} cadence: median ratio "
         f"{statistics.median(ratios):.2f}, largest {max(ratios):.2f}, "
         f"{over} above {args.limit}"
     )
