@@ -236,19 +236,28 @@ def _is_float64_matrix(array):
     return _is_matrix_of(array, types.float64)
 
 
-def _transposed_copy_codegen(width, transpose, align):
+def _transposed_copy_codegen(width, transpose, align, lane_op=None):
     """Code for a `width` x `width` transposed copy between two matrices.
 
     One vector load per source row, `transpose` (``_transpose8`` or
     ``_transpose4``) in registers, one vector store per target row; the
     intrinsic's arguments are (source, row, col, target, target_row, target_col).
+    With `lane_op` (an IR builder method: ``"fsub"``, ``"fmul"``) a seventh
+    argument, a contiguous row `values`, applies to every source row first:
+    ``source[row + i, col + k] (op) values[col + k]``.
     """
 
     def codegen(context, builder, signature, args):
-        src, src_row, src_col, dst, dst_row, dst_col = args
-        src_type, _, _, dst_type, _, _ = signature.args
+        src, src_row, src_col, dst, dst_row, dst_col = args[:6]
+        src_type, _, _, dst_type, _, _ = signature.args[:6]
         loads = _vector_pointers(context, builder, src_type, src, src_row, src_col, width)
         rows = [builder.load(pointer, align=align) for pointer in loads]
+        if lane_op is not None:
+            values = context.make_array(signature.args[6])(context, builder, value=args[6])
+            vector = ir.VectorType(context.get_value_type(src_type.dtype), width)
+            at = builder.bitcast(builder.gep(values.data, [src_col]), vector.as_pointer())
+            lanes = builder.load(at, align=align)
+            rows = [getattr(builder, lane_op)(r, lanes) for r in rows]
         stores = _vector_pointers(context, builder, dst_type, dst, dst_row, dst_col, width)
         for column, pointer in zip(transpose(builder, rows), stores):
             builder.store(column, pointer, align=align)
@@ -317,6 +326,96 @@ def _copy_block_transposed(source, row, col, target, target_row, target_col):
                 target[target_row + k, target_col + i] = source[row + i, col + k]
 
     return by_element
+
+
+def _lane_mapped_copy(name, width, transpose, is_matrix, align, lane_op):
+    """An intrinsic like `copy_transposed8` (or 4) with `lane_op` by a seventh argument."""
+
+    def typer(typingctx, source, row, col, target, target_row, target_col, values):
+        if not (
+            is_matrix(source)
+            and is_matrix(target)
+            and _is_vector_of_floats(values)
+            and values.dtype == source.dtype
+        ):
+            return None
+        signature = types.none(source, row, col, target, target_row, target_col, values)
+        return signature, _transposed_copy_codegen(width, transpose, align, lane_op)
+
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(typer)
+
+
+copy_transposed8_minus = _lane_mapped_copy(
+    "copy_transposed8_minus", 8, _transpose8, _is_float32_matrix, 4, "fsub"
+)
+copy_transposed8_times = _lane_mapped_copy(
+    "copy_transposed8_times", 8, _transpose8, _is_float32_matrix, 4, "fmul"
+)
+copy_transposed4_minus = _lane_mapped_copy(
+    "copy_transposed4_minus", 4, _transpose4, _is_float64_matrix, 8, "fsub"
+)
+copy_transposed4_times = _lane_mapped_copy(
+    "copy_transposed4_times", 4, _transpose4, _is_float64_matrix, 8, "fmul"
+)
+
+
+def copy_block_transposed_minus(source, row, col, target, target_row, target_col, values):
+    """`copy_block_transposed` of ``source[row + i, col + k] - values[col + k]``."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+def copy_block_transposed_times(source, row, col, target, target_row, target_col, values):
+    """`copy_block_transposed` of ``source[row + i, col + k] * values[col + k]``."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+def _lane_mapped_block(copy8, copy4, by_element):
+    """An overload of an 8 x 8 lane-mapped copy: `copy8`, four `copy4`, or `by_element`."""
+
+    def select(source, row, col, target, target_row, target_col, values):
+        if _is_float32_matrix(source) and _is_float32_matrix(target):
+
+            def in_registers(source, row, col, target, target_row, target_col, values):
+                copy8(source, row, col, target, target_row, target_col, values)
+
+            return in_registers
+
+        if _is_float64_matrix(source) and _is_float64_matrix(target):
+
+            def by_quarters(source, row, col, target, target_row, target_col, values):
+                for i in range(0, 8, 4):
+                    for k in range(0, 8, 4):
+                        copy4(
+                            source, row + i, col + k, target, target_row + k, target_col + i,
+                            values,
+                        )
+
+            return by_quarters
+
+        return by_element
+
+    return select
+
+
+def _minus_by_element(source, row, col, target, target_row, target_col, values):
+    for i in range(8):
+        for k in range(8):
+            target[target_row + k, target_col + i] = source[row + i, col + k] - values[col + k]
+
+
+def _times_by_element(source, row, col, target, target_row, target_col, values):
+    for i in range(8):
+        for k in range(8):
+            target[target_row + k, target_col + i] = source[row + i, col + k] * values[col + k]
+
+
+overload(copy_block_transposed_minus, jit_options={"forceinline": True})(
+    _lane_mapped_block(copy_transposed8_minus, copy_transposed4_minus, _minus_by_element)
+)
+overload(copy_block_transposed_times, jit_options={"forceinline": True})(
+    _lane_mapped_block(copy_transposed8_times, copy_transposed4_times, _times_by_element)
+)
 
 
 # `row_max_skipping_nan` takes the row this many bytes at a time: one AVX-512
