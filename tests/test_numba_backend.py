@@ -568,3 +568,30 @@ def test_huge_opposite_logits_at_high_temperature(backend, dtype, width):
     ref_probs, ref_index = reference.softmax_topk(small, 2, 0.5)
     np.testing.assert_array_equal(index, ref_index)
     assert_matches_reference(probs, ref_probs, "probability", dtype)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_float32_log_within_one_ulp_over_the_whole_range():
+    # The kernels' float32 log is float32 arithmetic (as the C backend's);
+    # every 257th bit pattern: negatives, subnormals, zeros, inf and NaN too.
+    import numba
+
+    from fastsoftmax._backends._numba.elementary import log
+
+    @numba.njit
+    def logs(x, out):
+        for i in range(x.shape[0]):
+            out[i] = log(x[i])
+
+    x = np.arange(0, 2**32, 257, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    got = np.empty_like(x)
+    logs(x, got)
+    exact = np.log(x.astype(np.float64))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(exact))
+    rounded = exact.astype(np.float32)
+    extreme = np.isinf(rounded)
+    np.testing.assert_array_equal(got[extreme], rounded[extreme])
+    finite = np.isfinite(rounded)
+    spacing = np.spacing(np.abs(rounded[finite])).astype(np.float64)
+    ulps = np.abs(got[finite].astype(np.float64) - exact[finite]) / spacing
+    assert ulps.max() < 1.0
