@@ -595,3 +595,30 @@ def test_float32_log_within_one_ulp_over_the_whole_range():
     spacing = np.spacing(np.abs(rounded[finite])).astype(np.float64)
     ulps = np.abs(got[finite].astype(np.float64) - exact[finite]) / spacing
     assert ulps.max() < 1.0
+
+
+@pytest.mark.parametrize("backend", ["numba", "numba-parallel"])
+def test_large_log_softmax_outputs_are_streamed_at_any_alignment(backend):
+    # Outputs of 16 MiB and more in rows of 512+ classes go through streaming
+    # stores: whole 64-byte lines, the partial ones at each row's ends by
+    # element. Outputs 0, 4 and 20 bytes after a line; in place; t != 1.
+    from fastsoftmax._backends._numba import kernels
+
+    cols = 1003
+    rows = kernels.STREAMED_MIN_BYTES // (4 * cols) + 3
+    x = logits((rows, cols), np.float32, seed=3)
+    x[7, 100] = np.nan  # special rows keep their values
+    x[8, :] = -np.inf
+    picked = [0, 1, 7, 8, rows // 2, rows - 1]
+    expected = reference.log_softmax(x[picked])
+    for offset in (0, 1, 5):
+        buffer = np.empty(x.size + 64, np.float32)
+        start = (-buffer.ctypes.data // 4) % 16 + offset
+        out = buffer[start : start + x.size].reshape(x.shape)
+        fastsoftmax.log_softmax(x, out=out, backend=backend)
+        assert_matches_reference(out[picked], expected, "log")
+    inplace = x.copy()
+    assert fastsoftmax.log_softmax(inplace, out=inplace, backend=backend) is inplace
+    assert_matches_reference(inplace[picked], expected, "log")
+    scaled = fastsoftmax.log_softmax(x, temperature=2.0, backend=backend)
+    assert_matches_reference(scaled[picked], reference.log_softmax(x[picked], 2.0), "log")

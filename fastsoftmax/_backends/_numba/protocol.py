@@ -7,6 +7,7 @@ across threads). Both Numba backends are a `Protocol` with their own ``run``.
 
 import numpy as np
 
+from . import kernels
 from .blocks import SHORT_ROW_MAX
 
 _INT64 = np.iinfo(np.int64)
@@ -15,6 +16,13 @@ _INT64 = np.iinfo(np.int64)
 def _by_width(name, x):
     """The kernel name for rows of `x`: the ``_short`` variant for short rows."""
     return name + "_short" if x.shape[1] <= SHORT_ROW_MAX else name
+
+
+def _by_output(name, x, out):
+    """`_by_width`, or the ``_streamed`` variant for large outputs of rows long enough."""
+    if x.shape[1] >= kernels.STREAMED_ROW_MIN and out.nbytes >= kernels.STREAMED_MIN_BYTES:
+        return name + "_streamed"
+    return _by_width(name, x)
 
 
 class Protocol:
@@ -27,7 +35,7 @@ class Protocol:
         self._run(_by_width("softmax", x), x, (x, out, x.dtype.type(inv_temperature)))
 
     def log_softmax(self, x, out, inv_temperature):
-        self._run(_by_width("log_softmax", x), x, (x, out, x.dtype.type(inv_temperature)))
+        self._run(_by_output("log_softmax", x, out), x, (x, out, x.dtype.type(inv_temperature)))
 
     def logsumexp(self, x, out):
         self._run(_by_width("logsumexp", x), x, (x, out))

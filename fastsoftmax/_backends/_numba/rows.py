@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .elementary import exp, exp_nonpositive, log
-from .intrinsics import maximum, row_max_skipping_nan, stack_array
+from .intrinsics import maximum, row_max_skipping_nan, stack_array, store_gaps_streaming
 from .jit import helper, reduction
 
 # The one-pass log-sum-exp reads the row in blocks of this many elements: each
@@ -265,6 +265,16 @@ def log_softmax(x, out, t):
     half_m, twice_t = m * x.dtype.type(0.5), t + t
     for j in range(x.shape[0]):
         out[j] = scaled_gap(x[j], m, half_m, twice_t) - c
+
+
+@helper
+def log_softmax_streamed(x, out, t):
+    """`log_softmax` with `out` written by streaming stores where ``t = 1``."""
+    if t != 1.0:
+        log_softmax(x, out, t)
+        return
+    m, s = online_lse(x, t, True, False)
+    store_gaps_streaming(x, out, m, x.dtype.type(log(s)))
 
 
 @reduction
