@@ -1236,17 +1236,16 @@ static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t o
         F(log_softmax_short)(x, x_stride, out, out_stride, rows, cols, t);
         return;
     }
-    int stream = F(streams)(out, out_stride, rows, cols);
 #if VECTOR_ROWS
     if (cols <= MEDIUM_COLS) {
-        stream = F(streams_medium)(out, rows, cols);
+        int stream = F(streams_medium)(out, rows, cols);
         F(log_softmax_medium)(x, x_stride, out, out_stride, rows, cols, t, stream);
         if (stream)
             fs_stream_fence();
         return;
     }
 #endif
-    stream = stream || F(streams_long_rows)(rows, cols);
+    int stream = F(streams)(out, out_stride, rows, cols) || F(streams_long_rows)(rows, cols);
     for (int64_t r = 0; r < rows; r++)
         F(online_output_row)(x + r * x_stride, out + r * out_stride, cols, t, 1, stream);
     if (stream)
