@@ -268,12 +268,9 @@ def log_softmax(x, out, t):
 
 
 @helper
-def log_softmax_streamed(x, out, t):
-    """`log_softmax` with `out` written by streaming stores where ``t = 1``."""
-    if t != 1.0:
-        log_softmax(x, out, t)
-        return
-    m, s = online_lse(x, t, True, False)
+def log_softmax_unit_streamed(x, out):
+    """`log_softmax` at ``t = 1``, `out` written by streaming stores."""
+    m, s = online_lse(x, x.dtype.type(1.0), True, False)
     store_gaps_streaming(x, out, m, x.dtype.type(log(s)))
 
 
