@@ -597,23 +597,25 @@ def test_float32_log_within_one_ulp_over_the_whole_range():
     assert ulps.max() < 1.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("backend", ["numba", "numba-parallel"])
-def test_large_log_softmax_outputs_are_streamed_at_any_alignment(backend):
+def test_large_log_softmax_outputs_are_streamed_at_any_alignment(backend, dtype):
     # Outputs of 16 MiB and more in rows of 512+ classes go through streaming
     # stores: whole 64-byte lines, the partial ones at each row's ends by
-    # element. Outputs 0, 4 and 20 bytes after a line; in place; t != 1.
+    # element. Outputs 0, 1 and 5 elements after a line; in place; t != 1.
     from fastsoftmax._backends._numba import kernels
 
     cols = 1003
-    rows = kernels.STREAMED_MIN_BYTES // (4 * cols) + 3
-    x = logits((rows, cols), np.float32, seed=3)
+    itemsize = np.dtype(dtype).itemsize
+    rows = kernels.STREAMED_MIN_BYTES // (itemsize * cols) + 3
+    x = logits((rows, cols), dtype, seed=3)
     x[7, 100] = np.nan  # special rows keep their values
     x[8, :] = -np.inf
     picked = [0, 1, 7, 8, rows // 2, rows - 1]
     expected = reference.log_softmax(x[picked])
     for offset in (0, 1, 5):
-        buffer = np.empty(x.size + 64, np.float32)
-        start = (-buffer.ctypes.data // 4) % 16 + offset
+        buffer = np.empty(x.size + 64, dtype)
+        start = (-buffer.ctypes.data // itemsize) % (64 // itemsize) + offset
         out = buffer[start : start + x.size].reshape(x.shape)
         fastsoftmax.log_softmax(x, out=out, backend=backend)
         assert_matches_reference(out[picked], expected, "log")
