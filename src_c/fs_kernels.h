@@ -757,10 +757,12 @@ FS_ALWAYS_INLINE F(vec) F(medium_max)(const REAL *x, int64_t n, F(vec) *tail)
 
 /*
  * Sum of exp((x - m) * t) over the row (tail: see medium_max); the
- * exponentials go to e[0, n) when e is not NULL (e may be x).
+ * exponentials go to e[0, n) when e is not NULL (e may be x). When `next` is
+ * not NULL, the same stretch of it (the row after this one) is prefetched
+ * into L1 meanwhile, so its maximum need not wait for memory.
  */
 FS_ALWAYS_INLINE F(vec) F(medium_part_sum)(const REAL *x, int64_t j, int64_t stop, F(vec) m,
-                                           F(factor) t, REAL *e)
+                                           F(factor) t, REAL *e, const REAL *next)
 {
     F(vec) s0 = F(vsplat)(0), s1 = s0;
     for (; j + 2 * VEC <= stop; j += 2 * VEC) {
@@ -772,6 +774,9 @@ FS_ALWAYS_INLINE F(vec) F(medium_part_sum)(const REAL *x, int64_t j, int64_t sto
             F(vstore)(e + j, e0, 0);
             F(vstore)(e + j + VEC, e1, 0);
         }
+        if (next)
+            for (int64_t k = 0; k < 2 * VEC; k += LINE_ELEMENTS)
+                __builtin_prefetch(next + j + k, 0, 3);
     }
     if (j < stop) {
         F(vec) e0 = VECTOR_EXP(F(vgap)(F(vload)(x + j), m, t, 0));
@@ -783,7 +788,7 @@ FS_ALWAYS_INLINE F(vec) F(medium_part_sum)(const REAL *x, int64_t j, int64_t sto
 }
 
 FS_ALWAYS_INLINE double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail, F(vec) m,
-                                          F(factor) t, REAL *e)
+                                          F(factor) t, REAL *e, const REAL *next)
 {
     int64_t full = n - n % VEC;
     double total = 0;
@@ -792,7 +797,7 @@ FS_ALWAYS_INLINE double F(medium_sum_exp)(const REAL *x, int64_t n, F(vec) tail,
         int64_t stop = part + MEDIUM_PART < full ? part + MEDIUM_PART : full;
         if (part)
             total += F(vsum_all)(s);
-        s = F(medium_part_sum)(x, part, stop, m, t, e);
+        s = F(medium_part_sum)(x, part, stop, m, t, e, next);
     }
     if (full < n) { /* the -inf padding adds exact zeros */
         F(vec) last = VECTOR_EXP(F(vgap)(tail, m, t, 0));
@@ -895,7 +900,14 @@ FS_ALWAYS_INLINE void F(softmax_medium_at)(const REAL *x, int64_t x_stride, REAL
          * of 0.36; one thread, AVX-512.)
          */
         REAL *exps = stream ? e : dest;
-        REAL c = (REAL)(1.0 / F(medium_sum_exp)(row, n, tail, m, t, exps));
+        /*
+         * The next row is prefetched while this one's exponentials are
+         * computed: float32, 2 threads, 16384 x 1000 0.213-0.228 -> 0.207
+         * ns/element, 65536 x 128 0.248 -> 0.238 (one thread, 1000 classes:
+         * 0.42 -> 0.39). log_softmax, whose output pass follows, did not gain.
+         */
+        const REAL *next = r + 1 < rows ? row + x_stride : NULL;
+        REAL c = (REAL)(1.0 / F(medium_sum_exp)(row, n, tail, m, t, exps, next));
         F(medium_store)(dest, exps, n, m, t, c, 0, stream);
     }
 }
@@ -918,7 +930,7 @@ FS_ALWAYS_INLINE void F(log_softmax_medium_at)(const REAL *x, int64_t x_stride, 
         REAL *dest = out + r * out_stride;
         F(vec) tail;
         F(vec) m = F(medium_max)(row, n, &tail);
-        double s = F(is_finite)(m[0]) ? F(medium_sum_exp)(row, n, tail, m, t, NULL) : 0;
+        double s = F(is_finite)(m[0]) ? F(medium_sum_exp)(row, n, tail, m, t, NULL, NULL) : 0;
         if (!F(usable)(m[0], s)) {
             F(fill)(dest, n, NAN);
             continue;
