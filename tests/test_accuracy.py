@@ -57,6 +57,47 @@ def test_temperature(backend, op, dtype, temperature):
     assert_matches_reference(result, expected, kind)
 
 
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("temperature", [0.7, 3.0])
+@pytest.mark.parametrize("n_classes", [10, 300, 3000])
+def test_temperature_over_wide_gaps(backend, op, temperature, n_classes):
+    # Gaps x - max of up to 100 t: where the inverse temperature is rounded
+    # to float32 before use, its error alone reaches the 1e-5 bound of a
+    # float32 log-probability there.
+    rng = np.random.default_rng(5)
+    shape = (max_side(backend, 256), max_side(backend, n_classes))
+    x = (rng.standard_normal(shape) * 25).astype(np.float32)
+    result, expected, kind = run_op(op, x, backend, temperature)
+    assert_matches_reference(result, expected, kind)
+
+
+@pytest.mark.parametrize("n_classes", [2, 40, 1000])
+def test_temperature_on_gaps_that_round(backend, n_classes):
+    # Rows whose gap x - max is inexact in float32 and near -70: at t = 1/0.7
+    # float32 arithmetic with a float32 inverse temperature errs by 1.09e-5
+    # on their log-probabilities of about -97 (bound: 1e-5). Padded with
+    # -inf, which adds nothing, to reach the short, medium and long rows.
+    pairs = np.array(
+        [[19.79211, -46.12584], [27.930428, -40.054966],
+         [39.518867, -28.802876], [35.16899, -32.052486]],
+        dtype=np.float32,
+    )
+    x = np.full((4, max_side(backend, n_classes)), -np.inf, dtype=np.float32)
+    x[:, :2] = pairs
+    result, expected, kind = run_op("log_softmax", x, backend, 0.7)
+    assert_matches_reference(result, expected, kind)
+
+
+def test_temperature_keeps_huge_logits_of_opposite_signs_finite(backend):
+    # x - max overflows in the input's precision; the result does not.
+    for dtype, huge in ((np.float32, 3e38), (np.float64, 8e307)):
+        x = np.array([[-huge, huge, 0.0]], dtype=dtype)
+        for op in ("log_softmax", "softmax"):
+            result, expected, kind = run_op(op, x, backend, 10.0)
+            assert np.isfinite(expected).all()
+            assert_matches_reference(result, expected, kind)
+
+
 @pytest.mark.parametrize("op", FORWARD_OPS)
 def test_float32_input_computed_in_float64_when_asked(backend, op):
     rng = np.random.default_rng(3)

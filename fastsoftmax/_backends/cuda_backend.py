@@ -120,7 +120,7 @@ def _rowwise_into(op, xm, om, result_dtype, inv_temperature):
         n_rows = x.shape[0] * x.shape[1]
         runtime.launch(
             kernel, row_plan.blocks(n_rows), row_plan.block, row_plan.shared_bytes,
-            x, out, ftype(inv_temperature),
+            x, out, ftype(inv_temperature), float(inv_temperature),
         )
 
 

@@ -114,7 +114,8 @@ def exp_columns(tile, c, t, m, s, e=None):
     half_m = stack_array(1, BLOCK_ROWS, tile.dtype)[0]
     part = stack_array(1, BLOCK_ROWS, tile.dtype)[0]
     halves(m, half_m)
-    twice_t = t + t
+    twice_hi, twice_lo = rows.doubled(t, tile)
+    zero = tile.dtype.type(0.0)
     for r in range(BLOCK_ROWS):
         s[r] = 0.0
     for first in range(0, c, COLUMNS_PER_PART):
@@ -122,7 +123,8 @@ def exp_columns(tile, c, t, m, s, e=None):
             part[r] = 0.0
         for j in range(first, min(first + COLUMNS_PER_PART, c)):
             for r in range(BLOCK_ROWS):
-                v = exp_nonpositive(rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t))
+                gap = rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_hi, twice_lo, zero)
+                v = exp_nonpositive(gap)
                 if e is None:
                     tile[j, r] = v
                 else:
@@ -144,12 +146,13 @@ def sum_exp_columns(tile, c, t, m, s, gaps=None):
     """
     half_m = stack_array(1, BLOCK_ROWS, tile.dtype)[0]
     halves(m, half_m)
-    twice_t = t + t
+    twice_hi, twice_lo = rows.doubled(t, tile)
+    zero = tile.dtype.type(0.0)
     for r in range(BLOCK_ROWS):
         s[r] = 0.0
     for j in range(c):
         for r in range(BLOCK_ROWS):
-            gap = rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_t)
+            gap = rows.scaled_gap(tile[j, r], m[r], half_m[r], twice_hi, twice_lo, zero)
             if gaps is not None:
                 gaps[j, r] = gap
             s[r] += exp_nonpositive(gap)

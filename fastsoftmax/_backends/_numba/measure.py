@@ -65,7 +65,7 @@ def threads(repeats):
     print("size         op           1 thread   2 threads  speed-up")
     for rows, width, x, out in problems():
         suffix = "_short" if width <= SHORT_ROW_MAX else ""
-        t = np.float32(1.0)
+        t = 1.0
         for op in ("softmax", "log_softmax"):
             serial, threaded = getattr(kernels, op + suffix), getattr(parallel, op + suffix)
             best = best_times(

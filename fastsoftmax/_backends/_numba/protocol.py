@@ -32,10 +32,10 @@ class Protocol:
         self._run = run
 
     def softmax(self, x, out, inv_temperature):
-        self._run(_by_width("softmax", x), x, (x, out, x.dtype.type(inv_temperature)))
+        self._run(_by_width("softmax", x), x, (x, out, float(inv_temperature)))
 
     def log_softmax(self, x, out, inv_temperature):
-        self._run(_by_output("log_softmax", x, out), x, (x, out, x.dtype.type(inv_temperature)))
+        self._run(_by_output("log_softmax", x, out), x, (x, out, float(inv_temperature)))
 
     def logsumexp(self, x, out):
         self._run(_by_width("logsumexp", x), x, (x, out))
@@ -72,7 +72,7 @@ class Protocol:
         self._run(
             _by_width("softmax_topk", x),
             x,
-            (x, x.dtype.type(inv_temperature), probs_out, index_out),
+            (x, float(inv_temperature), probs_out, index_out),
         )
 
     def export(self, namespace):

@@ -44,18 +44,43 @@ def total(x):
 
 
 @helper
-def scaled_gap(v, shift, half_shift, twice_t):
-    """``(v - shift) * t``, with ``half_shift = shift / 2`` and ``twice_t = 2 t``.
+def doubled(t, x):
+    """``2 t`` as two numbers ``(hi, lo)`` of `x`'s dtype, for `scaled_gap`.
 
-    Computed as ``(v/2 - shift/2) * 2t``: the same roundings (halving is
-    exact), but the difference cannot overflow when `v` and the shift are huge
-    with opposite signs and ``t`` is small. For ``t = 1`` it is ``v - shift``,
-    which overflows only where the true result is ``-inf`` anyway; the test is
-    loop-invariant, so LLVM compiles a loop for each case.
+    ``hi + lo`` carries ``2 t`` to twice the dtype's precision: the inverse
+    temperature arrives in float64, and rounded to float32 once its error
+    alone would reach the contract's 1e-5 on log-probabilities near -100.
+    ``hi`` is rounded down and ``lo`` is positive (the smallest subnormal at
+    least), so an infinite gap times either has one sign and never gives
+    ``inf - inf``. ``t = 1`` gives exactly ``(2, 0)``.
     """
-    if twice_t == 2.0:
-        return v - shift
-    return (v * np.float32(0.5) - half_shift) * twice_t
+    kind = x.dtype.type
+    twice = float(t) + float(t)
+    hi = kind(twice)
+    if float(hi) > twice:
+        hi = np.nextafter(hi, kind(0.0))
+    lo = kind(twice - float(hi))
+    if twice != 2.0 and not lo > 0:
+        lo = np.nextafter(kind(0.0), kind(1.0))
+    return hi, lo
+
+
+@helper
+def scaled_gap(v, shift, half_shift, twice_hi, twice_lo, offset):
+    """``(v - shift) * t - offset``, with ``half_shift = shift / 2`` and `doubled` ``2 t``.
+
+    Computed as ``d * hi + (d * lo - offset)`` with ``d = v/2 - shift/2``:
+    the same roundings as ``v - shift`` (halving is exact), but the
+    difference cannot overflow when `v` and the shift are huge with opposite
+    signs and ``t`` is small; the two fused multiply-adds round once more at
+    most. For ``t = 1`` it is ``(v - shift) - offset``, which overflows only
+    where the true result is ``-inf`` anyway; the test is loop-invariant, so
+    LLVM compiles a loop for each case.
+    """
+    if twice_hi == 2.0 and twice_lo == 0.0:
+        return (v - shift) - offset
+    d = v * np.float32(0.5) - half_shift
+    return d * twice_hi + (d * twice_lo - offset)
 
 
 # The chunk loops below index slices from 0: LLVM then knows every index is
@@ -63,21 +88,22 @@ def scaled_gap(v, shift, half_shift, twice_t):
 
 
 @reduction
-def store_exp_chunk(source, target, shift, half_shift, twice_t):
+def store_exp_chunk(source, target, shift, half_shift, twice_hi, twice_lo):
     """``target = exp((source - shift) * t)``; returns ``sum(target)`` in the row's precision.
 
     One loop that stores each exponential and adds it to a sum spread over
-    the vector lanes; `twice_t` is tested once, outside the loops.
+    the vector lanes; ``t = 1`` is tested once, outside the loops.
     """
-    part = source.dtype.type(0.0)
-    if twice_t == 2.0:
+    zero = source.dtype.type(0.0)
+    part = zero
+    if twice_hi == 2.0 and twice_lo == 0.0:
         for j in range(source.shape[0]):
             v = exp_nonpositive(source[j] - shift)
             target[j] = v
             part += v
     else:
         for j in range(source.shape[0]):
-            v = exp_nonpositive(scaled_gap(source[j], shift, half_shift, twice_t))
+            v = exp_nonpositive(scaled_gap(source[j], shift, half_shift, twice_hi, twice_lo, zero))
             target[j] = v
             part += v
     return part
@@ -91,11 +117,14 @@ def store_exp(x, out, shift, t):
     terms per vector lane, so within a few roundings), the chunks in float64.
     """
     n = x.shape[0]
-    half_shift, twice_t = shift * x.dtype.type(0.5), t + t
+    half_shift = shift * x.dtype.type(0.5)
+    twice_hi, twice_lo = doubled(t, x)
     s = 0.0
     for start in range(0, n, LANE_CHUNK):
         stop = min(start + LANE_CHUNK, n)
-        s += store_exp_chunk(x[start:stop], out[start:stop], shift, half_shift, twice_t)
+        s += store_exp_chunk(
+            x[start:stop], out[start:stop], shift, half_shift, twice_hi, twice_lo
+        )
     return s
 
 
@@ -108,14 +137,15 @@ def store_exp_in_place(x, shift, t):
     overlap, and would otherwise fall back to its scalar loop.
     """
     n = x.shape[0]
-    half_shift, twice_t = shift * x.dtype.type(0.5), t + t
+    half_shift = shift * x.dtype.type(0.5)
+    twice_hi, twice_lo = doubled(t, x)
     buffer = stack_array(1, LANE_CHUNK, x.dtype)[0]
     s = 0.0
     for start in range(0, n, LANE_CHUNK):
         stop = min(start + LANE_CHUNK, n)
         source = buffer[: stop - start]
         source[:] = x[start:stop]
-        s += store_exp_chunk(source, x[start:stop], shift, half_shift, twice_t)
+        s += store_exp_chunk(source, x[start:stop], shift, half_shift, twice_hi, twice_lo)
     return s
 
 
@@ -128,13 +158,17 @@ def sum_exp_by_chunks(x, shift, t, chunk):
     no buffer.
     """
     n = x.shape[0]
-    half_shift, twice_t = shift * x.dtype.type(0.5), t + t
+    half_shift = shift * x.dtype.type(0.5)
+    twice_hi, twice_lo = doubled(t, x)
+    zero = x.dtype.type(0.0)
     s = 0.0
     for start in range(0, n, chunk):
         source = x[start : min(start + chunk, n)]
-        part = x.dtype.type(0.0)
+        part = zero
         for j in range(source.shape[0]):
-            part += exp_nonpositive(scaled_gap(source[j], shift, half_shift, twice_t))
+            part += exp_nonpositive(
+                scaled_gap(source[j], shift, half_shift, twice_hi, twice_lo, zero)
+            )
         s += part
     return s
 
@@ -262,9 +296,10 @@ def log_softmax(x, out, t):
     """``out = (x - max) * t - log(sum(exp((x - max) * t)))``."""
     m, s = online_lse(x, t, True, False)
     c = x.dtype.type(log(s))
-    half_m, twice_t = m * x.dtype.type(0.5), t + t
+    half_m = m * x.dtype.type(0.5)
+    twice_hi, twice_lo = doubled(t, x)
     for j in range(x.shape[0]):
-        out[j] = scaled_gap(x[j], m, half_m, twice_t) - c
+        out[j] = scaled_gap(x[j], m, half_m, twice_hi, twice_lo, c)
 
 
 @helper

@@ -101,6 +101,9 @@ def softmax_topk(x, t, values, index):
         values[end], index[end] = values[0], index[0]
         sift_down(values, index, end, 0, v, i)
     scale = x.dtype.type(1.0 / s)
-    half_m, twice_t = m * x.dtype.type(0.5), t + t
+    half_m = m * x.dtype.type(0.5)
+    twice_hi, twice_lo = rows.doubled(t, x)
+    zero = x.dtype.type(0.0)
     for i in range(k):
-        values[i] = exp_nonpositive(rows.scaled_gap(values[i], m, half_m, twice_t)) * scale
+        gap = rows.scaled_gap(values[i], m, half_m, twice_hi, twice_lo, zero)
+        values[i] = exp_nonpositive(gap) * scale
