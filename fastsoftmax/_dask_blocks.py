@@ -3,7 +3,8 @@
 Two families: wrappers that call the local kernels on a block whose class axis
 is whole (the row-chunked plan), and what the class-chunked plan computes from
 the merged states of ``_dask_states``: per-row results, and the second pass,
-which moves a chunk's local result onto its row's scale. Nothing here imports
+which moves a chunk's local softmax onto its row's scale, or computes its
+log_softmax from the row's maximum and sum. Nothing here imports
 Dask, so workers only need NumPy and this package.
 """
 
@@ -122,11 +123,10 @@ def cross_entropy_rows(
 def _chunk_to_row(chunk_state, state, inv_temperature):
     """Per row, ``log(sum_chunk / sum_row)`` on the rows' common scale, and the rows to empty.
 
-    A chunk's local softmax times ``exp`` of the first is the row's softmax;
-    the local log_softmax plus it is the row's log_softmax. It is NaN for rows
-    without a finite maximum (NaN, +inf or only -inf anywhere): their results
-    are NaN. The second marks the other rows whose chunk holds only ``-inf``,
-    where the local result is NaN but the row's is 0 (or ``-inf``).
+    A chunk's local softmax times ``exp`` of the first is the row's softmax.
+    It is NaN for rows without a finite maximum (NaN, +inf or only -inf
+    anywhere): their results are NaN. The second marks the other rows whose
+    chunk holds only ``-inf``, where the local result is NaN but the row's is 0.
     """
     row_max, chunk_max = state["max"], chunk_state["max"]
     defined = np.isfinite(row_max)
@@ -148,21 +148,51 @@ def _row_softmax(x, chunk_state, state, temperature, backend):
     return p
 
 
+# Elements per slab of `_row_log_softmax`: its float64 temporaries stay at a
+# few MiB whatever the chunk's size.
+SLAB_ELEMENTS = 1 << 18
+
+
+def _row_log_softmax(x, state, inv_temperature, result_dtype):
+    """The row-wide log_softmax over one chunk, straight from its rows' merged state.
+
+    ``(x - m) * t - log(s)`` is taken in float64 and rounded once into the
+    result. (The chunk's local log_softmax plus the log of its share of the
+    row's sum rounded three times in float32 and missed the contract's 1e-5
+    near -100, at any temperature.) Halving before the difference keeps huge
+    logits of opposite signs finite, as the kernels do; a row without a
+    finite maximum, or whose sum is NaN, comes out NaN.
+    """
+    row_max = state["max"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half_max = np.where(np.isfinite(row_max), row_max * 0.5, np.nan).reshape(-1, 1)
+        log_sum = np.log(state["sum"]).reshape(-1, 1)
+    n_classes = x.shape[-1]
+    out = np.empty(x.shape, result_dtype)
+    x_rows, out_rows = x.reshape(-1, n_classes), out.reshape(-1, n_classes)
+    step = max(1, SLAB_ELEMENTS // max(n_classes, 1))
+    twice_t = 2.0 * inv_temperature
+    with np.errstate(invalid="ignore", over="ignore"):
+        for start in range(0, len(x_rows), step):
+            rows = slice(start, start + step)
+            z = np.multiply(x_rows[rows], 0.5, dtype=np.float64)
+            z -= half_max[rows]
+            z *= twice_t
+            z -= log_sum[rows]
+            out_rows[rows] = z
+    return out
+
+
 def rowwise_from_state(
     x, chunk_state, state, *, log, temperature, kernel_dtype, result_dtype, backend
 ):
     """softmax (or log_softmax) of one chunk, given its own and its rows' merged states."""
     x = x.astype(kernel_dtype, copy=False)
-    chunk_state = chunk_state[..., 0]
-    if not log:
-        return _row_softmax(x, chunk_state, state, temperature, backend).astype(
-            result_dtype, copy=False
-        )
-    log_ratio, empty = _chunk_to_row(chunk_state, state, 1.0 / temperature)
-    out = fastsoftmax.log_softmax(x, temperature=temperature, backend=backend)
-    out += log_ratio.astype(kernel_dtype)[..., None]
-    out[empty] = -np.inf
-    return out.astype(result_dtype, copy=False)
+    if log:
+        return _row_log_softmax(x, state, 1.0 / temperature, result_dtype)
+    return _row_softmax(x, chunk_state[..., 0], state, temperature, backend).astype(
+        result_dtype, copy=False
+    )
 
 
 def logsumexp_from_state(state, *, result_dtype):

@@ -111,6 +111,29 @@ def test_softmax_and_log_softmax(layout, dtype, temperature):
     assert (p[np.isneginf(x) & np.isfinite(p)] == 0).all()
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_class_chunked_log_softmax_within_the_float32_bound_over_wide_gaps(
+    host_backend, temperature
+):
+    # Log-probabilities near -100, where float32 has 1.3 ulps for the
+    # contract's 1e-5: a chunk's local log_softmax moved onto its row's
+    # scale in float32 rounds three times and missed it (by up to 1.3e-5).
+    x = (np.random.default_rng(6).normal(size=(256, 300)) * 25).astype(np.float32)
+    logp = fsd.log_softmax(
+        da.from_array(x, chunks=(128, 100)), temperature=temperature, backend=host_backend
+    )
+    expected = reference.log_softmax(x, temperature)
+    assert_matches_reference(logp.compute(scheduler="threads"), expected, "log")
+
+
+def test_class_chunked_log_softmax_keeps_huge_logits_finite(host_backend):
+    # x - max overflows float64 here, (x - max) / 10 does not; the float64
+    # reference overflows too, so the expected values are written out.
+    x = np.array([[-1.5e308, 1.5e308, 0.0]])
+    logp = fsd.log_softmax(da.from_array(x, chunks=(1, 1)), temperature=10.0, backend=host_backend)
+    np.testing.assert_allclose(logp.compute(scheduler="threads"), [[-3e307, 0.0, -1.5e307]])
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("keepdims", [False, True])
