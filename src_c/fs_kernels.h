@@ -1158,6 +1158,23 @@ static void F(softmax_short)(const REAL *x, int64_t x_stride, REAL *out, int64_t
     }
 }
 
+/*
+ * tile = (tile - m) * t - c per lane, from the unshifted tile with one
+ * rounding (scaled_gap): log_softmax away from t = 1. Shifting the tile
+ * first and subtracting c on the way out rounded twice more, up to 1.3e-5
+ * on float32 log-probabilities near -100 (the contract allows 1e-5).
+ */
+static void F(tile_log_output)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m, F(factor) t,
+                               const REAL *c)
+{
+    REAL half_m[TILE_ROWS];
+    for (int l = 0; l < TILE_ROWS; l++)
+        half_m[l] = m[l] * (REAL)0.5;
+    for (int64_t j = 0; j < cols; j++)
+        for (int l = 0; l < TILE_ROWS; l++)
+            tile[j][l] = F(scaled_gap)(tile[j][l], half_m[l], t, c[l]);
+}
+
 static void F(log_softmax_short)(const REAL *x, int64_t x_stride, REAL *out,
                                  int64_t out_stride, int64_t rows, int64_t cols, F(factor) t)
 {
@@ -1166,11 +1183,19 @@ static void F(log_softmax_short)(const REAL *x, int64_t x_stride, REAL *out,
         int64_t n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
         F(tile_load)(tile, x + r0 * x_stride, x_stride, n, cols);
         F(tile_max)(tile, cols, m);
-        F(tile_shift)(tile, cols, m, t);
-        F(tile_sum_exp)(tile, cols, s);
-        for (int l = 0; l < TILE_ROWS; l++)
-            s[l] = LANE_LOG(s[l]);
-        F(tile_store_shifted)(out + r0 * out_stride, out_stride, tile, s, n, cols);
+        if (F(is_one)(t)) {
+            F(tile_shift)(tile, cols, m, t);
+            F(tile_sum_exp)(tile, cols, s);
+            for (int l = 0; l < TILE_ROWS; l++)
+                s[l] = LANE_LOG(s[l]);
+            F(tile_store_shifted)(out + r0 * out_stride, out_stride, tile, s, n, cols);
+        } else {
+            F(tile_exp_sum_at)(tile, cols, m, t, s, 0);
+            for (int l = 0; l < TILE_ROWS; l++)
+                s[l] = LANE_LOG(s[l]);
+            F(tile_log_output)(tile, cols, m, t, s);
+            F(tile_store)(out + r0 * out_stride, out_stride, tile, n, cols);
+        }
     }
 }
 

@@ -88,6 +88,28 @@ def test_temperature_on_gaps_that_round(backend, n_classes):
     assert_matches_reference(result, expected, kind)
 
 
+SHORT_ROWS_AT_A_TEMPERATURE = {
+    0.7: [[20.098103, -44.299698, 19.526667, 19.16749, 18.274773],
+          [22.937595, -46.019646, 21.290136, 22.724382, 22.096512]],
+    1.3: [[22.137856, -106.532104, 21.983704, 21.09493, 21.731247],
+          [34.770355, -93.30967, 34.493237, 33.637318, 33.18017]],
+}
+
+
+@pytest.mark.parametrize("temperature", sorted(SHORT_ROWS_AT_A_TEMPERATURE))
+@pytest.mark.parametrize("n_classes", [5, 33, 64])
+def test_temperature_on_short_rows_rounds_once(backend, temperature, n_classes):
+    # Rows whose scaled gap, rounded to float32 and then shifted by a log-sum
+    # near 1.3, errs by 1.25e-5 and 1.31e-5 (bound: 1e-5); the row's maximum
+    # and x - max are not round numbers. Padded with -inf to 33 and 64 classes,
+    # the short-row paths' other sizes.
+    rows = np.array(SHORT_ROWS_AT_A_TEMPERATURE[temperature], dtype=np.float32)
+    x = np.full((2, max_side(backend, n_classes)), -np.inf, dtype=np.float32)
+    x[:, : min(5, x.shape[1])] = rows[:, : x.shape[1]]
+    result, expected, kind = run_op("log_softmax", x, backend, temperature)
+    assert_matches_reference(result, expected, kind)
+
+
 def test_temperature_keeps_huge_logits_of_opposite_signs_finite(backend):
     # x - max overflows in the input's precision; the result does not.
     for dtype, huge in ((np.float32, 3e38), (np.float64, 8e307)):
