@@ -82,6 +82,26 @@ def maximum(typingctx, a, b):
 
 
 @intrinsic
+def fused_multiply_add(typingctx, a, b, c):
+    """``a * b + c`` rounded once (``llvm.fma``), three floats of one type.
+
+    The ``contract`` flag lets LLVM fuse a multiply-add but does not make it:
+    where one rounding is what keeps a result within the contract, this does.
+    """
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ty = context.get_value_type(a)
+        function = builder.module.declare_intrinsic(
+            "llvm.fma", [ty], ir.FunctionType(ty, [ty, ty, ty])
+        )
+        return builder.call(function, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
 def unit_stride(typingctx, row):
     """The same one-dimensional view, typed as contiguous (layout ``'C'``).
 

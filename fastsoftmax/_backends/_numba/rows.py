@@ -14,7 +14,13 @@ import math
 import numpy as np
 
 from .elementary import exp, exp_nonpositive, log
-from .intrinsics import maximum, row_max_skipping_nan, stack_array, store_gaps_streaming
+from .intrinsics import (
+    fused_multiply_add,
+    maximum,
+    row_max_skipping_nan,
+    stack_array,
+    store_gaps_streaming,
+)
 from .jit import helper, reduction
 
 # The one-pass log-sum-exp reads the row in blocks of this many elements: each
@@ -50,19 +56,16 @@ def doubled(t, x):
     ``hi + lo`` carries ``2 t`` to twice the dtype's precision: the inverse
     temperature arrives in float64, and rounded to float32 once its error
     alone would reach the contract's 1e-5 on log-probabilities near -100.
-    ``hi`` is rounded down and ``lo`` is positive (the smallest subnormal at
-    least), so an infinite gap times either has one sign and never gives
-    ``inf - inf``. ``t = 1`` gives exactly ``(2, 0)``.
+    ``hi`` is rounded down, so ``lo >= 0`` and an infinite gap times either
+    has one sign (never ``inf - inf``); ``lo = 0`` where ``hi`` is exact
+    (every float64 row, and ``t = 1``, which gives ``(2, 0)``).
     """
     kind = x.dtype.type
     twice = float(t) + float(t)
     hi = kind(twice)
     if float(hi) > twice:
         hi = np.nextafter(hi, kind(0.0))
-    lo = kind(twice - float(hi))
-    if twice != 2.0 and not lo > 0:
-        lo = np.nextafter(kind(0.0), kind(1.0))
-    return hi, lo
+    return hi, kind(twice - float(hi))
 
 
 @helper
@@ -73,14 +76,17 @@ def scaled_gap(v, shift, half_shift, twice_hi, twice_lo, offset):
     the same roundings as ``v - shift`` (halving is exact), but the
     difference cannot overflow when `v` and the shift are huge with opposite
     signs and ``t`` is small; the two fused multiply-adds round once more at
-    most. For ``t = 1`` it is ``(v - shift) - offset``, which overflows only
-    where the true result is ``-inf`` anyway; the test is loop-invariant, so
-    LLVM compiles a loop for each case.
+    most. Without ``lo`` (``lo = 0`` would turn an infinite `d` into NaN) it
+    is ``d * hi - offset``. For ``t = 1`` it is ``(v - shift) - offset``,
+    which overflows only where the true result is ``-inf`` anyway. The tests
+    are loop-invariant, so LLVM compiles a loop for each case.
     """
     if twice_hi == 2.0 and twice_lo == 0.0:
         return (v - shift) - offset
     d = v * np.float32(0.5) - half_shift
-    return d * twice_hi + (d * twice_lo - offset)
+    if twice_lo == 0.0:
+        return fused_multiply_add(d, twice_hi, -offset)
+    return fused_multiply_add(d, twice_hi, fused_multiply_add(d, twice_lo, -offset))
 
 
 # The chunk loops below index slices from 0: LLVM then knows every index is
