@@ -306,6 +306,20 @@ def test_nan_logits_give_a_nan_row(backend):
     )
 
 
+@pytest.mark.parametrize("options", [{}, {"z_loss": 0.5}, {"label_smoothing": 0.1, "z_loss": 1e-3}])
+def test_rows_without_a_finite_maximum_give_a_nan_row(backend, options):
+    # +inf away from the target, NaN, all -inf: no softmax, so NaN loss and
+    # gradient, with z_loss too (where lse - z[y] = inf and z_loss * lse**2
+    # once made the +inf row's loss +inf).
+    logits = np.array([[-0.5, np.inf, -0.8], [np.nan, 0.0, 1.0], [-np.inf] * 3, [0.0, 1.0, 2.0]])
+    target = np.array([2, 2, 0, 1])
+    for probabilities in (False, True):
+        t = reference.softmax(np.eye(3)[target] * 2.0) if probabilities else target
+        loss, grad = ce(logits, t, backend, reduction="none", **options)
+        assert np.isnan(loss[:3]).all() and np.isnan(grad[:3]).all()
+        assert np.isfinite(loss[3]) and np.isfinite(grad[3]).all()
+
+
 @pytest.mark.parametrize("reduction, expected", [("mean", math.nan), ("sum", 0.0)])
 def test_every_row_ignored(backend, reduction, expected):
     logits, _, weight, _ = make_problem(backend, np.float64, seed=12, rows=3)

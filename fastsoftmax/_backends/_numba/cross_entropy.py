@@ -106,6 +106,8 @@ def literal_class_target(z, y, w, w_total, eps, z_loss, scale, lse, g):
     if eps > 0.0:
         loss += eps / n * literal_loss(z, w, None, 1.0, 0.0, lse)
     loss += z_loss * lse * lse
+    if lse == math.inf:  # no softmax: NaN, not (lse - z[y]) + z_loss * lse**2 = inf
+        loss = math.nan
     if g is not None:
         coefficient = class_coefficient(wy, lse, w_total, eps, z_loss, scale, n)
         literal_gradient(z, w, None, 1.0, 0.0, lse, coefficient, scale * eps / n, g)
