@@ -1067,20 +1067,12 @@ static void F(tile_max)(REAL tile[][TILE_ROWS], int64_t cols, REAL *m)
             m[l] = F(max_of)(m[l], tile[j][l]);
 }
 
-/* tile = (tile - m) * t per lane: the argument of exp and of log_softmax. */
-static void F(tile_shift)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m, F(factor) t)
+/* tile = tile - m per lane: the gaps of log_softmax at t = 1 (else: tile_log_output). */
+static void F(tile_shift)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m)
 {
-    REAL half_m[TILE_ROWS];
-    for (int l = 0; l < TILE_ROWS; l++)
-        half_m[l] = m[l] * (REAL)0.5;
-    if (F(is_one)(t))
-        for (int64_t j = 0; j < cols; j++)
-            for (int l = 0; l < TILE_ROWS; l++)
-                tile[j][l] -= m[l];
-    else
-        for (int64_t j = 0; j < cols; j++)
-            for (int l = 0; l < TILE_ROWS; l++)
-                tile[j][l] = F(scaled_gap)(tile[j][l], half_m[l], t, 0);
+    for (int64_t j = 0; j < cols; j++)
+        for (int l = 0; l < TILE_ROWS; l++)
+            tile[j][l] -= m[l];
 }
 
 /* Per-row sum s of exp(tile) for a shifted tile. */
@@ -1184,7 +1176,7 @@ static void F(log_softmax_short)(const REAL *x, int64_t x_stride, REAL *out,
         F(tile_load)(tile, x + r0 * x_stride, x_stride, n, cols);
         F(tile_max)(tile, cols, m);
         if (F(is_one)(t)) {
-            F(tile_shift)(tile, cols, m, t);
+            F(tile_shift)(tile, cols, m);
             F(tile_sum_exp)(tile, cols, s);
             for (int l = 0; l < TILE_ROWS; l++)
                 s[l] = LANE_LOG(s[l]);
