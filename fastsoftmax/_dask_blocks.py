@@ -169,7 +169,9 @@ def _row_log_softmax(x, state, inv_temperature, result_dtype):
         log_sum = np.log(state["sum"]).reshape(-1, 1)
     n_classes = x.shape[-1]
     out = np.empty(x.shape, result_dtype)
-    x_rows, out_rows = x.reshape(-1, n_classes), out.reshape(-1, n_classes)
+    # The row count from the state, not -1: a chunk may have no classes.
+    shape = (len(half_max), n_classes)
+    x_rows, out_rows = x.reshape(shape), out.reshape(shape)
     step = max(1, SLAB_ELEMENTS // max(n_classes, 1))
     twice_t = 2.0 * inv_temperature
     with np.errstate(invalid="ignore", over="ignore"):
