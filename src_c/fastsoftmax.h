@@ -11,8 +11,9 @@
  * - `rows` >= 1 rows of `cols` >= 1 elements; every count is a 64-bit integer.
  * - An output may be the very same matrix as an input (same base and stride):
  *   the kernels are written for in-place use. Partial overlap is not allowed.
- * - Kernels allocate nothing, keep no state and are reentrant: any number of
- *   threads may call them at once on different (or the same read-only) data.
+ * - Kernels allocate nothing (a caller may lend softmax a workspace), keep no
+ *   state and are reentrant: any number of threads may call them at once on
+ *   different (or the same read-only) data.
  *   Callers split large problems across threads by rows.
  * - NaN and infinities follow the contract of fastsoftmax (DESIGN.md): a row
  *   holding NaN or +inf, or only -inf, gives a NaN row; -inf entries of other
@@ -31,11 +32,18 @@ typedef struct fs_ce_options {
     double grad_scale;      /* factor applied to every gradient row (1 / mean denominator) */
 } fs_ce_options;
 
-/* out = exp((x - max) * inv_temperature) / sum(...) per row. */
+/*
+ * out = exp((x - max) * inv_temperature) / sum(...) per row. `work` is NULL
+ * or fs_softmax_work_*(rows, cols) elements of scratch, no longer needed
+ * once the call returns (one per concurrent call); given, long rows compute
+ * each exponential once instead of twice. A count of 0 means no use for it.
+ */
 void fs_softmax_f32(const float *x, int64_t x_stride, float *out, int64_t out_stride,
-                    int64_t rows, int64_t cols, double inv_temperature);
+                    int64_t rows, int64_t cols, double inv_temperature, float *work);
 void fs_softmax_f64(const double *x, int64_t x_stride, double *out, int64_t out_stride,
-                    int64_t rows, int64_t cols, double inv_temperature);
+                    int64_t rows, int64_t cols, double inv_temperature, double *work);
+int64_t fs_softmax_work_f32(int64_t rows, int64_t cols);
+int64_t fs_softmax_work_f64(int64_t rows, int64_t cols);
 
 /* out = (x - max) * inv_temperature - log(sum(exp(...))) per row. */
 void fs_log_softmax_f32(const float *x, int64_t x_stride, float *out, int64_t out_stride,

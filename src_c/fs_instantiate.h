@@ -65,6 +65,8 @@ static void log_map_f32(const float *x, float *out, int64_t n)
 const fs_kernel_table FS_TABLE = {
     softmax_f32,
     softmax_f64,
+    softmax_work_f32,
+    softmax_work_f64,
     log_softmax_f32,
     log_softmax_f64,
     logsumexp_f32,

@@ -47,11 +47,22 @@
 #define FS_ALWAYS_INLINE static __forceinline
 #endif
 
+/* a hint to bring the cache line at p into L2, where the compiler has one */
+#if defined(__GNUC__) || defined(__clang__)
+#define FS_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#else
+#define FS_PREFETCH_L2(p) ((void)(p))
+#endif
+
 enum { FS_ISA_BASELINE = 0, FS_ISA_AVX2 = 1, FS_ISA_AVX512 = 2 };
 
 typedef struct fs_kernel_table {
-    void (*softmax_f32)(const float *, int64_t, float *, int64_t, int64_t, int64_t, double);
-    void (*softmax_f64)(const double *, int64_t, double *, int64_t, int64_t, int64_t, double);
+    void (*softmax_f32)(const float *, int64_t, float *, int64_t, int64_t, int64_t, double,
+                        float *);
+    void (*softmax_f64)(const double *, int64_t, double *, int64_t, int64_t, int64_t, double,
+                        double *);
+    int64_t (*softmax_work_f32)(int64_t, int64_t);
+    int64_t (*softmax_work_f64)(int64_t, int64_t);
     void (*log_softmax_f32)(const float *, int64_t, float *, int64_t, int64_t, int64_t, double);
     void (*log_softmax_f64)(const double *, int64_t, double *, int64_t, int64_t, int64_t,
                             double);

@@ -588,6 +588,35 @@ static inline int F(streams_long_rows)(int64_t rows, int64_t cols)
            rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES;
 }
 
+/*
+ * work * c into out, streamed from out's first vector boundary on (the
+ * elements before it stored plainly). Each cache line written prefetches the
+ * next of the `ahead_bytes` bytes at `ahead` into L2, so that the next row is
+ * read from memory while this one is written.
+ */
+static void F(scale_stream)(REAL *out, const REAL *work, int64_t n, REAL c, const char *ahead,
+                            int64_t ahead_bytes)
+{
+    int64_t head = (int64_t)((FS_VECTOR_BYTES - (uintptr_t)out % FS_VECTOR_BYTES) %
+                             FS_VECTOR_BYTES / sizeof(REAL));
+    int64_t i = 0, fetched = 0;
+    if ((uintptr_t)out % sizeof(REAL) == 0)
+        for (; i < head && i < n; i++)
+            out[i] = work[i] * c;
+    for (; i + LANES <= n; i += LANES) {
+        REAL v[LANES];
+        for (int l = 0; l < LANES; l++)
+            v[l] = work[i + l] * c;
+        F(store_block)(out + i, v, 1);
+        for (int b = 0; b < LANES * (int)sizeof(REAL) && fetched < ahead_bytes; b += 64) {
+            FS_PREFETCH_L2(ahead + fetched);
+            fetched += 64;
+        }
+    }
+    for (; i < n; i++)
+        out[i] = work[i] * c;
+}
+
 /* ------------------------------------------------------------------ */
 /* Medium rows: whole SIMD registers, one row at a time                */
 /* ------------------------------------------------------------------ */
@@ -719,13 +748,19 @@ FS_ALWAYS_INLINE F(vec) F(vmax_all)(F(vec) v)
     return v;
 }
 
+/* the sum of the lanes of *d, pairwise (*d is overwritten) */
+FS_ALWAYS_INLINE double F(wide_sum_all)(F(vec_wide) *d)
+{
+    for (int w = VEC / 2; w > 0; w /= 2)
+        *d += FS_SWAP_LANES(*d, w);
+    return (*d)[0];
+}
+
 /* the sum of the lanes of v, pairwise in double */
 FS_ALWAYS_INLINE double F(vsum_all)(F(vec) v)
 {
     F(vec_wide) d = __builtin_convertvector(v, F(vec_wide));
-    for (int w = VEC / 2; w > 0; w /= 2)
-        d += FS_SWAP_LANES(d, w);
-    return d[0];
+    return F(wide_sum_all)(&d);
 }
 
 /* (x - m) * t - c per lane, rounded as scaled_gap (t = 1: (x - m) - c) */
@@ -1233,8 +1268,115 @@ static void F(softmax_row)(const REAL *x, REAL *out, int64_t n, F(factor) t, int
     F(scale_in_place)(out, n, (REAL)(1.0 / s));
 }
 
+#if VECTOR_ROWS
+/* the row's maximum, NaN skipped, in every lane (four accumulators: it is read from L2) */
+FS_ALWAYS_INLINE F(vec) F(staged_max)(const REAL *x, int64_t n)
+{
+    F(vec) m0 = F(vsplat)(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    int64_t j = 0;
+    for (; j + 4 * VEC <= n; j += 4 * VEC) {
+        m0 = F(vec_max)(m0, F(vload)(x + j));
+        m1 = F(vec_max)(m1, F(vload)(x + j + VEC));
+        m2 = F(vec_max)(m2, F(vload)(x + j + 2 * VEC));
+        m3 = F(vec_max)(m3, F(vload)(x + j + 3 * VEC));
+    }
+    for (; j + VEC <= n; j += VEC)
+        m0 = F(vec_max)(m0, F(vload)(x + j));
+    if (j < n)
+        m1 = F(vec_max)(m1, F(vload_first)(x + j, n - j, -INFINITY));
+    return F(vmax_all)(F(vec_max)(F(vec_max)(m0, m1), F(vec_max)(m2, m3)));
+}
+
+/*
+ * work = exp((x - m) * t); returns its sum, parts of MEDIUM_PART elements
+ * added in double lane by lane (folding the lanes at every part, as
+ * medium_sum_exp does, goes through memory and made this loop 10 % slower).
+ * One line of `ahead` is prefetched into L2 per two vectors: the first half
+ * of a row as long as this one.
+ */
+FS_ALWAYS_INLINE double F(staged_exp_sum)(const REAL *x, REAL *work, int64_t n, F(vec) m,
+                                          F(factor) t, const char *ahead)
+{
+    F(vec_wide) total = {0};
+    int64_t j = 0;
+    while (j + 2 * VEC <= n) {
+        int64_t stop = j + MEDIUM_PART < n ? j + MEDIUM_PART : n;
+        F(vec) s0 = F(vsplat)(0), s1 = s0;
+        for (; j + 2 * VEC <= stop; j += 2 * VEC) {
+            F(vec) e0 = VECTOR_EXP(F(vgap)(F(vload)(x + j), m, t, 0));
+            F(vec) e1 = VECTOR_EXP(F(vgap)(F(vload)(x + j + VEC), m, t, 0));
+            s0 += e0;
+            s1 += e1;
+            F(vstore)(work + j, e0, 0);
+            F(vstore)(work + j + VEC, e1, 0);
+            if (ahead)
+                FS_PREFETCH_L2(ahead + j * (int64_t)sizeof(REAL) / 2);
+        }
+        total += __builtin_convertvector(s0 + s1, F(vec_wide)); /* lane by lane */
+    }
+    F(vec) s = F(vsplat)(0);
+    for (; j + VEC <= n; j += VEC) {
+        F(vec) e = VECTOR_EXP(F(vgap)(F(vload)(x + j), m, t, 0));
+        s += e;
+        F(vstore)(work + j, e, 0);
+    }
+    if (j < n) { /* the -inf padding adds exact zeros */
+        F(vec) e = VECTOR_EXP(F(vgap)(F(vload_first)(x + j, n - j, -INFINITY), m, t, 0));
+        s += e;
+        F(vstore_first)(work + j, e, n - j);
+    }
+    total += __builtin_convertvector(s, F(vec_wide));
+    return F(wide_sum_all)(&total);
+}
+#endif
+
+/*
+ * softmax of one long row whose output streams, given a workspace of n
+ * elements: the row's maximum, its exponentials into work with their sum,
+ * then work / sum streamed into out. Each exponential is computed once
+ * (online_output_row computes them twice, to need no workspace), and the
+ * next row (`next`, or NULL) is prefetched meanwhile, half while the
+ * exponentials are computed and half while the output streams, so that
+ * reading it overlaps this row's work instead of following it. float32, 2
+ * threads, Zen 4, best of 9 in one process: 1024 x 32000 0.33 -> 0.29
+ * ns/element (median 0.41 -> 0.30), 2048 x 16384 0.29 -> 0.24.
+ */
+static void F(softmax_row_staged)(const REAL *x, REAL *out, int64_t n, F(factor) t, REAL *work,
+                                  const REAL *next)
+{
+    const char *ahead = (const char *)next;
+    int64_t half = n * (int64_t)sizeof(REAL) / 2;
+#if VECTOR_ROWS
+    F(vec) m = F(staged_max)(x, n);
+    if (!F(is_finite)(m[0])) {
+        F(fill)(out, n, NAN);
+        return;
+    }
+    double s = F(is_one)(t) ? F(staged_exp_sum)(x, work, n, m, F(unit)(), ahead)
+                            : F(staged_exp_sum)(x, work, n, m, t, ahead);
+    if (ahead)
+        ahead += half;
+#else
+    REAL m = F(row_max)(x, n);
+    if (!F(is_finite)(m)) {
+        F(fill)(out, n, NAN);
+        return;
+    }
+    double s = F(exp_store_sum)(x, work, n, m, t);
+    half = 0;
+#endif
+    F(scale_stream)(out, work, n, (REAL)(1.0 / s), ahead,
+                    ahead ? n * (int64_t)sizeof(REAL) - half : 0);
+}
+
+/* Elements of workspace softmax uses for a call over rows x cols: cols where its rows stream. */
+static int64_t F(softmax_work)(int64_t rows, int64_t cols)
+{
+    return F(streams_long_rows)(rows, cols) ? cols : 0;
+}
+
 static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
-                       int64_t rows, int64_t cols, double inv_temperature)
+                       int64_t rows, int64_t cols, double inv_temperature, REAL *work)
 {
     F(factor) t = F(factor_of)(inv_temperature);
     if (cols <= SOFTMAX_TILE_COLS) {
@@ -1251,8 +1393,14 @@ static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_s
     }
 #endif
     int stream = F(streams_long_rows)(rows, cols);
-    for (int64_t r = 0; r < rows; r++)
-        F(softmax_row)(x + r * x_stride, out + r * out_stride, cols, t, stream);
+    if (stream && work) {
+        for (int64_t r = 0; r < rows; r++)
+            F(softmax_row_staged)(x + r * x_stride, out + r * out_stride, cols, t, work,
+                                  r + 1 < rows ? x + (r + 1) * x_stride : NULL);
+    } else {
+        for (int64_t r = 0; r < rows; r++)
+            F(softmax_row)(x + r * x_stride, out + r * out_stride, cols, t, stream);
+    }
     if (stream)
         fs_stream_fence();
 }

@@ -260,6 +260,74 @@ def threads():
     fastsoftmax.set_num_threads(previous)
 
 
+@pytest.fixture
+def lent_workspaces(monkeypatch):
+    """For each softmax kernel call, whether it was given a workspace."""
+    calls = []
+    real = c_backend._function
+
+    def spy(op, dtype):
+        kernel = real(op, dtype)
+        if op != "softmax":
+            return kernel
+
+        def call(*args):
+            calls.append(args[-1] != c_backend.ffi.NULL)
+            return kernel(*args)
+
+        return call
+
+    monkeypatch.setattr(c_backend, "_function", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_rows_with_a_workspace_match_the_reference(threads, monkeypatch, lent_workspaces, dtype):
+    # rows long and many enough for softmax to lend the kernel a workspace: each
+    # exponential computed once, the output streamed, the next row prefetched
+    threads(1)
+    n_rows, n_cols = 264, 16_400 + 7
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((n_rows, n_cols)) * 4).astype(dtype)
+    x[1, 5] = np.nan
+    x[2, 77] = np.inf
+    x[3] = -np.inf
+    x[4, ::3] = -np.inf
+    x[5, 16_000] = 3e30  # all the mass in one class, the others exactly 0
+    x[6, :100] += 12
+    rows = [0, 1, 2, 3, 4, 5, 6, 131, 262, 263]
+    buffer = np.empty(x.size + 16, dtype)
+    out = buffer[1 : 1 + x.size].reshape(x.shape)  # not on a vector boundary
+    share = c_backend.WORKSPACE_SHARE
+    for temperature in (1.0, 0.3):
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = reference.softmax(x[rows], temperature)
+        for lend in (True, False):
+            monkeypatch.setattr(c_backend, "WORKSPACE_SHARE", share if lend else 0.0)
+            fastsoftmax.softmax(x, temperature=temperature, out=out, backend="c")
+            assert lent_workspaces.pop() is lend
+            _check_probabilities(out[rows], want, dtype)
+        in_place = x.copy()
+        monkeypatch.setattr(c_backend, "WORKSPACE_SHARE", share)
+        fastsoftmax.softmax(in_place, temperature=temperature, out=in_place, backend="c")
+        assert lent_workspaces.pop()
+        _check_probabilities(in_place[rows], want, dtype)
+
+
+def test_softmax_lends_a_workspace_only_within_the_memory_rule(threads, lent_workspaces):
+    # DESIGN.md: with out= given, peak memory grows by less than 1 % of the input;
+    # a workspace is one row per thread, so only calls of enough rows get one
+    assert c_backend.WORKSPACE_SHARE < 0.01
+    threads(1)
+    x = np.zeros((100, 42_000), np.float32)  # rows long enough, outputs large enough ...
+    assert c_backend.lib.fs_softmax_work_f32(*x.shape) == x.shape[1]
+    fastsoftmax.softmax(x, out=np.empty_like(x), backend="c")
+    assert lent_workspaces == [False]  # ... but a row is 1 % of the input
+    fastsoftmax.softmax(x[:, :1000], backend="c")
+    assert c_backend.lib.fs_softmax_work_f32(100, 1000) == 0  # medium rows need none
+    assert c_backend.lib.fs_softmax_work_f32(2, 32_000) == 0  # nor outputs too small to stream
+
+
 def test_rows_are_split_into_one_range_per_thread(threads):
     big = 64 * c_backend.MIN_ELEMENTS_PER_THREAD
     for n in (1, 2, 3, 5):

@@ -71,28 +71,45 @@ static void T(round_values)(double *values, int64_t n)
         values[i] = (REAL)values[i];
 }
 
+/*
+ * softmax (form 0: no workspace, 1: with the workspace it asks for, exactly
+ * that long) or log_softmax (form 2)
+ */
+static void T(rowwise)(int form, const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
+                       int64_t rows, int64_t cols, double t)
+{
+    if (form == 2) {
+        T(fs_log_softmax)(x, x_stride, out, out_stride, rows, cols, t);
+        return;
+    }
+    int64_t size = form == 1 ? T(fs_softmax_work)(rows, cols) : 0;
+    REAL *work = size ? malloc((size_t)size * sizeof(REAL)) : NULL;
+    T(fs_softmax)(x, x_stride, out, out_stride, rows, cols, t, work);
+    free(work);
+}
+
 static void T(test_rowwise)(const double *x, int64_t rows, int64_t cols, int layout)
 {
     double *want = malloc((size_t)(rows * cols) * sizeof(double));
     T(matrix) in = T(alloc)(rows, cols, layout), out = T(alloc)(rows, cols, layout);
     static const double temperatures[] = {1.0, 0.7, 2.5};
-    for (int log_form = 0; log_form < 2; log_form++)
+    static const char *const names[] = {"softmax", "softmax with a workspace", "log_softmax"};
+    static const char *const in_place[] = {"softmax in place", "softmax in place with a workspace",
+                                           "log_softmax in place"};
+    for (int form = 0; form < 3; form++)
         for (int k = 0; k < 3; k++) {
             double t = temperatures[k];
-            const char *what = log_form ? "log_softmax" : "softmax";
+            int log_form = form == 2;
             for (int64_t r = 0; r < rows; r++)
                 (log_form ? ref_log_softmax : ref_softmax)(x + r * cols, cols, t,
                                                            want + r * cols);
-            void (*kernel)(const REAL *, int64_t, REAL *, int64_t, int64_t, int64_t, double) =
-                log_form ? T(fs_log_softmax) : T(fs_softmax);
             double rtol = log_form ? RTOL : 2 * RTOL, atol = log_form ? 10 * ATOL : ATOL;
             T(set)(in, x);
-            kernel(T(base)(in), in.s.stride, T(base)(out), out.s.stride, rows, cols, t);
-            T(compare)(out, want, what, rtol, atol);
+            T(rowwise)(form, T(base)(in), in.s.stride, T(base)(out), out.s.stride, rows, cols, t);
+            T(compare)(out, want, names[form], rtol, atol);
             T(compare)(in, x, "input left alone", 0, 0);
-            kernel(T(base)(in), in.s.stride, T(base)(in), in.s.stride, rows, cols, t);
-            T(compare)(in, want, log_form ? "log_softmax in place" : "softmax in place", rtol,
-                       atol);
+            T(rowwise)(form, T(base)(in), in.s.stride, T(base)(in), in.s.stride, rows, cols, t);
+            T(compare)(in, want, in_place[form], rtol, atol);
         }
     free(in.block);
     free(out.block);
