@@ -295,6 +295,7 @@ def test_long_rows_with_a_workspace_match_the_reference(threads, monkeypatch, le
     x[4, ::3] = -np.inf
     x[5, 16_000] = 3e30  # all the mass in one class, the others exactly 0
     x[6, :100] += 12
+    x[-1, -1] = np.nan  # the last row: the float32 kernel's pipeline ends on a NaN row
     rows = [0, 1, 2, 3, 4, 5, 6, 131, 262, 263]
     buffer = np.empty(x.size + 16, dtype)
     out = buffer[1 : 1 + x.size].reshape(x.shape)  # not on a vector boundary
@@ -312,6 +313,10 @@ def test_long_rows_with_a_workspace_match_the_reference(threads, monkeypatch, le
         fastsoftmax.softmax(in_place, temperature=temperature, out=in_place, backend="c")
         assert lent_workspaces.pop()
         _check_probabilities(in_place[rows], want, dtype)
+        # starting on a NaN row
+        got = fastsoftmax.softmax(x[1:], temperature=temperature, backend="c")
+        assert lent_workspaces.pop()
+        _check_probabilities(got[[r - 1 for r in rows[1:]]], want[1:], dtype)
 
 
 def test_softmax_lends_a_workspace_only_within_the_memory_rule(threads, lent_workspaces):
@@ -319,10 +324,11 @@ def test_softmax_lends_a_workspace_only_within_the_memory_rule(threads, lent_wor
     # a workspace is one row per thread, so only calls of enough rows get one
     assert c_backend.WORKSPACE_SHARE < 0.01
     threads(1)
-    x = np.zeros((100, 42_000), np.float32)  # rows long enough, outputs large enough ...
-    assert c_backend.lib.fs_softmax_work_f32(*x.shape) == x.shape[1]
+    x = np.zeros((200, 21_000), np.float32)  # rows long enough, outputs large enough ...
+    assert c_backend.lib.fs_softmax_work_f32(*x.shape) == 2 * x.shape[1]  # (pipelined)
+    assert c_backend.lib.fs_softmax_work_f64(*x.shape) == x.shape[1]
     fastsoftmax.softmax(x, out=np.empty_like(x), backend="c")
-    assert lent_workspaces == [False]  # ... but a row is 1 % of the input
+    assert lent_workspaces == [False]  # ... but two rows are 1 % of the input
     fastsoftmax.softmax(x[:, :1000], backend="c")
     assert c_backend.lib.fs_softmax_work_f32(100, 1000) == 0  # medium rows need none
     assert c_backend.lib.fs_softmax_work_f32(2, 32_000) == 0  # nor outputs too small to stream

@@ -194,8 +194,9 @@ def _rowwise(op, x, out, inv_temperature):
     _run(part, n_rows, x.size)
 
 
-# The workspaces lent to softmax (one row per thread) stay under this share of
-# the input: DESIGN.md lets peak memory grow by less than 1 % of it.
+# The workspaces lent to softmax (one per thread, of one or two rows) stay
+# under this share of the input: DESIGN.md lets peak memory grow by less than
+# 1 % of it.
 WORKSPACE_SHARE = 1 / 128
 
 
@@ -205,7 +206,8 @@ def softmax(x, out, inv_temperature):
     src, dst = _Rows(x), _Rows(out)
     n_rows, n_cols = x.shape
     threads = thread_count(n_rows, x.size)
-    lend = threads * n_cols <= x.size * WORKSPACE_SHARE
+    wanted = work_size(n_rows // threads, n_cols)  # by the smallest range
+    lend = 0 < threads * wanted <= x.size * WORKSPACE_SHARE
 
     def part(start, stop):
         rows = stop - start
