@@ -282,7 +282,9 @@ def lent_workspaces(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_long_rows_with_a_workspace_match_the_reference(threads, monkeypatch, lent_workspaces, dtype):
+def test_long_rows_with_a_workspace_match_the_reference(
+    threads, monkeypatch, lent_workspaces, dtype
+):
     # rows long and many enough for softmax to lend the kernel a workspace: each
     # exponential computed once, the output streamed, the next row prefetched
     threads(1)

@@ -294,6 +294,7 @@ def kernel_cases():
         ("softmax_topk", lambda m: m[1].softmax_topk, topk(100)),
         ("softmax_topk_short", lambda m: m[1].softmax_topk_short, topk(10)),
         ("parallel softmax", lambda m: m[2].softmax, parallel_softmax),
+        ("softmax_pipelined", lambda m: m[1].softmax_pipelined, rowwise(100)),
     ]
 
 
@@ -624,3 +625,59 @@ def test_large_log_softmax_outputs_are_streamed_at_any_alignment(backend, dtype)
     assert_matches_reference(inplace[picked], expected, "log")
     scaled = fastsoftmax.log_softmax(x, temperature=2.0, backend=backend)
     assert_matches_reference(scaled[picked], reference.log_softmax(x[picked], 2.0), "log")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "backend, threads", [("numba", 1), ("numba-parallel", 1), ("numba-parallel", 2)]
+)
+def test_long_softmax_rows_are_pipelined_through_a_workspace(
+    backend, threads, dtype, monkeypatch
+):
+    # Rows of 16384+ classes, an output of 16 MiB+, and enough rows for two
+    # workspace rows per thread within the memory rule: each exponential is
+    # computed once and the rows are pipelined (`rows.softmax_pipelined`).
+    from fastsoftmax._backends._numba import kernels, parallel, protocol
+
+    ran = []
+    called = parallel if threads > 1 else kernels  # (the parallel one calls the serial one)
+    real = called.softmax_pipelined
+
+    def spy(*args):
+        ran.append(True)
+        return real(*args)
+
+    monkeypatch.setattr(called, "softmax_pipelined", spy)
+    previous = fastsoftmax.get_num_threads()
+    fastsoftmax.set_num_threads(threads)
+    try:
+        x = logits((264 * threads, 16_407), dtype, seed=9)
+        x[1, 5] = np.nan
+        x[2, 77] = np.inf
+        x[3] = -np.inf
+        x[4, ::3] = -np.inf
+        x[5, 16_000] = 3e30  # all the mass in one class, the others exactly 0
+        x[-1, -1] = np.nan  # the pipeline ends on a NaN row
+        picked = [0, 1, 2, 3, 4, 5, 6, 131, 262, 263, len(x) - 1]
+        buffer = np.empty(x.size + 16, dtype)
+        out = buffer[1 : 1 + x.size].reshape(x.shape)  # not on a cache line
+        for temperature in (1.0, 0.3):
+            expected = reference.softmax(x[picked], temperature)
+            fastsoftmax.softmax(x, temperature=temperature, out=out, backend=backend)
+            assert ran.pop()
+            assert_matches_reference(out[picked], expected, "probability")
+            first_nan = fastsoftmax.softmax(x[1:], temperature=temperature, backend=backend)
+            assert ran.pop()
+            assert_matches_reference(first_nan[[p - 1 for p in picked[1:]]], expected[1:], "probability")
+        inplace = x.copy()
+        fastsoftmax.softmax(inplace, out=inplace, backend=backend)
+        assert ran.pop()
+        assert_matches_reference(inplace[picked], reference.softmax(x[picked]), "probability")
+        # too few rows for two workspace rows under the memory rule: the plain kernel
+        few = logits((200 * threads, 21_000), dtype, seed=10)
+        assert not protocol._pipelines(few, few, threads)
+        fastsoftmax.softmax(few, backend=backend)
+        assert not ran
+        assert protocol._pipelines(x, out, threads)
+    finally:
+        fastsoftmax.set_num_threads(previous)

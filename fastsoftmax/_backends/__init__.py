@@ -55,3 +55,9 @@ Device backend (``cuda``)
 -------------------------
 Serves arrays exposing ``__cuda_array_interface__``; see ``cuda_backend``.
 """
+
+# A kernel may use a workspace of a few rows (softmax over long rows keeps its
+# exponentials there); all of a call's workspaces together stay under this
+# share of the input, since DESIGN.md lets peak memory grow by less than 1 %
+# of it when `out=` is given.
+WORKSPACE_SHARE = 1 / 128

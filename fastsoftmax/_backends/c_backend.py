@@ -39,6 +39,7 @@ import numpy as np
 
 from .._threads import get_num_threads
 from .._version import __version__
+from . import WORKSPACE_SHARE
 
 try:
     from .._fastsoftmax_c import ffi, lib
@@ -194,19 +195,14 @@ def _rowwise(op, x, out, inv_temperature):
     _run(part, n_rows, x.size)
 
 
-# The workspaces lent to softmax (one per thread, of one or two rows) stay
-# under this share of the input: DESIGN.md lets peak memory grow by less than
-# 1 % of it.
-WORKSPACE_SHARE = 1 / 128
-
-
 def softmax(x, out, inv_temperature):
     fn = _function("softmax", x.dtype)
     work_size = _function("softmax_work", x.dtype)
     src, dst = _Rows(x), _Rows(out)
     n_rows, n_cols = x.shape
     threads = thread_count(n_rows, x.size)
-    wanted = work_size(n_rows // threads, n_cols)  # by the smallest range
+    # one workspace per thread, of the size the smallest range wants
+    wanted = work_size(n_rows // threads, n_cols)
     lend = 0 < threads * wanted <= x.size * WORKSPACE_SHARE
 
     def part(start, stop):

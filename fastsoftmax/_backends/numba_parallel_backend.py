@@ -67,4 +67,4 @@ def _run(name, x, args):
     getattr(kernels, name)(*args, 0, x.shape[0])
 
 
-Protocol(_run).export(globals())
+Protocol(_run, _threads_for).export(globals())

@@ -525,46 +525,29 @@ def _splat(builder, value, vector):
     return builder.shuffle_vector(first, undefined, lanes)
 
 
-@intrinsic
-def store_gaps_streaming(typingctx, source, target, shift, offset):
-    """``target[:] = (source - shift) - offset``, whole 64-byte lines of `target` streamed.
+def _streaming_map_codegen(element_op):
+    """Codegen of ``target[:] = element_op(source, operands...)``, whole lines streamed.
 
-    Both are contiguous rows of one float type and one length. The elements
-    before `target`'s first line boundary and after its last one are stored
-    one by one, the lines between as one non-temporal vector store each,
-    which skips the read-for-ownership of a line about to be overwritten: an
-    output larger than the caches then costs 8 rather than 12 bytes of memory
-    traffic per float32 element. (A masked store next to a streamed line is
-    far slower than these scalar ones.) Call `store_fence` before the kernel
-    returns.
+    `element_op(builder, value, operands)` maps a scalar or a vector of the
+    row's type; `operands` are the intrinsic's scalar arguments after the two
+    rows, splatted to vectors for the streamed lines.
     """
-    if not (
-        _is_vector_of_floats(source)
-        and _is_vector_of_floats(target)
-        and source.dtype == target.dtype
-        and shift == source.dtype
-        and offset == source.dtype
-    ):
-        return None
-    itemsize = source.dtype.bitwidth // 8
-    width = LINE_BYTES // itemsize
 
     def codegen(context, builder, signature, args):
-        source_type, target_type, _, _ = signature.args
+        source_type, target_type = signature.args[:2]
         src = context.make_array(source_type)(context, builder, value=args[0])
         dst = context.make_array(target_type)(context, builder, value=args[1])
-        shift_value, offset_value = args[2], args[3]
+        scalars = args[2:]
         n = cgutils.unpack_tuple(builder, dst.shape, 1)[0]
         intp = cgutils.intp_t
+        itemsize = target_type.dtype.bitwidth // 8
+        width = LINE_BYTES // itemsize
         element = context.get_value_type(target_type.dtype)
         vector = ir.VectorType(element, width)
 
-        def gap(value, shift_, offset_):
-            return builder.fsub(builder.fsub(value, shift_), offset_)
-
         def store_one(j):
             value = builder.load(builder.gep(src.data, [j]))
-            builder.store(gap(value, shift_value, offset_value), builder.gep(dst.data, [j]))
+            builder.store(element_op(builder, value, scalars), builder.gep(dst.data, [j]))
 
         # head: the elements up to the first line boundary (all of them when the
         # row is not aligned even to its element size)
@@ -581,14 +564,13 @@ def store_gaps_streaming(typingctx, source, target, shift, offset):
         with cgutils.for_range_slice(builder, intp(0), head, intp(1)) as (j, _):
             store_one(j)
         lines = builder.sdiv(builder.sub(n, head), intp(width))
-        shifts = _splat(builder, shift_value, vector)
-        offsets = _splat(builder, offset_value, vector)
+        splats = [_splat(builder, value, vector) for value in scalars]
         nontemporal = builder.module.add_metadata([ir.IntType(32)(1)])
         with cgutils.for_range(builder, lines) as loop:
             start = builder.add(head, builder.mul(loop.index, intp(width)))
             load_at = builder.bitcast(builder.gep(src.data, [start]), vector.as_pointer())
             store_at = builder.bitcast(builder.gep(dst.data, [start]), vector.as_pointer())
-            value = gap(builder.load(load_at, align=itemsize), shifts, offsets)
+            value = element_op(builder, builder.load(load_at, align=itemsize), splats)
             builder.store(value, store_at, align=LINE_BYTES).set_metadata(
                 "nontemporal", nontemporal
             )
@@ -597,7 +579,74 @@ def store_gaps_streaming(typingctx, source, target, shift, offset):
             store_one(j)
         return context.get_dummy_value()
 
-    return types.none(source, target, shift, offset), codegen
+    return codegen
+
+
+def _rows_and_scalars(source, target, *scalars):
+    """Two contiguous rows of one float type, and scalars of that type."""
+    return (
+        _is_vector_of_floats(source)
+        and _is_vector_of_floats(target)
+        and source.dtype == target.dtype
+        and all(scalar == source.dtype for scalar in scalars)
+    )
+
+
+@intrinsic
+def store_gaps_streaming(typingctx, source, target, shift, offset):
+    """``target[:] = (source - shift) - offset``, whole 64-byte lines of `target` streamed.
+
+    Both are contiguous rows of one float type and one length. The elements
+    before `target`'s first line boundary and after its last one are stored
+    one by one, the lines between as one non-temporal vector store each,
+    which skips the read-for-ownership of a line about to be overwritten: an
+    output larger than the caches then costs 8 rather than 12 bytes of memory
+    traffic per float32 element. (A masked store next to a streamed line is
+    far slower than these scalar ones.) Call `store_fence` before the kernel
+    returns.
+    """
+    if not _rows_and_scalars(source, target, shift, offset):
+        return None
+
+    def gap(builder, value, scalars):
+        return builder.fsub(builder.fsub(value, scalars[0]), scalars[1])
+
+    return types.none(source, target, shift, offset), _streaming_map_codegen(gap)
+
+
+@intrinsic
+def store_scaled_streaming(typingctx, source, target, scale):
+    """``target[:] = source * scale``, streamed as `store_gaps_streaming` streams."""
+    if not _rows_and_scalars(source, target, scale):
+        return None
+
+    def scaled(builder, value, scalars):
+        return builder.fmul(value, scalars[0])
+
+    return types.none(source, target, scale), _streaming_map_codegen(scaled)
+
+
+@intrinsic
+def prefetch_to_l2(typingctx, row, index):
+    """Hints that the cache line holding ``row[index]`` be brought into L2 (no bounds check)."""
+    if not (_is_vector_of_floats(row) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        row_type, index_type = signature.args
+        ary = context.make_array(row_type)(context, builder, value=args[0])
+        position = context.cast(builder, args[1], index_type, types.intp)
+        address = builder.bitcast(builder.gep(ary.data, [position]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        function = builder.module.declare_intrinsic(
+            "llvm.prefetch", [address.type],
+            ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]),
+        )
+        # read, locality 2 (x86 prefetcht1: into L2), data cache
+        builder.call(function, [address, i32(0), i32(2), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(row, index), codegen
 
 
 @intrinsic

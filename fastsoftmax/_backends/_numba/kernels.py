@@ -27,6 +27,12 @@ from .jit import helper, kernel
 STREAMED_ROW_MIN = 512
 STREAMED_MIN_BYTES = 16 << 20
 
+# Softmax over rows of at least PIPELINED_ROW_MIN classes, into outputs of at
+# least STREAMED_MIN_BYTES, is pipelined through a workspace of two rows per
+# thread (`rows.softmax_pipelined`) where the workspaces fit the memory rule
+# (`fastsoftmax._backends.WORKSPACE_SHARE`), as in the C backend.
+PIPELINED_ROW_MIN = 16384
+
 softmax_short = blocks.softmax
 log_softmax_short = blocks.log_softmax
 logsumexp_short = blocks.logsumexp
@@ -70,6 +76,16 @@ def softmax(x, out, t, start, stop):
         softmax_rows(x, out, x.dtype.type(1.0), start, stop)
     else:
         softmax_rows(x, out, t, start, stop)
+
+
+@kernel
+def softmax_pipelined(x, out, t, start, stop):
+    """`softmax` of long rows through a two-row workspace (`rows.softmax_pipelined`)."""
+    if t == 1.0:
+        rows.softmax_pipelined(x, out, x.dtype.type(1.0), start, stop)
+    else:
+        rows.softmax_pipelined(x, out, t, start, stop)
+    store_fence()
 
 
 @kernel

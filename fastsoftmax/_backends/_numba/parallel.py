@@ -37,6 +37,13 @@ def softmax(x, out, t, n_chunks):
 
 
 @parallel_kernel
+def softmax_pipelined(x, out, t, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.softmax_pipelined(x, out, t, start, stop)
+
+
+@parallel_kernel
 def log_softmax(x, out, t, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)

@@ -7,6 +7,7 @@ across threads). Both Numba backends are a `Protocol` with their own ``run``.
 
 import numpy as np
 
+from .. import WORKSPACE_SHARE
 from . import kernels
 from .blocks import SHORT_ROW_MAX
 
@@ -25,14 +26,33 @@ def _by_output(name, x, out):
     return _by_width(name, x)
 
 
-class Protocol:
-    """Protocol functions that forward to ``run(name, rows, args)``."""
+def _pipelines(x, out, threads):
+    """Whether softmax takes `kernels.softmax_pipelined`: long rows, a large output,
+    and enough rows that two workspace rows per thread fit the memory rule."""
+    n_rows, n_cols = x.shape
+    return (
+        n_cols >= kernels.PIPELINED_ROW_MIN
+        and out.nbytes >= kernels.STREAMED_MIN_BYTES
+        and 2 * threads * n_cols <= x.size * WORKSPACE_SHARE
+    )
 
-    def __init__(self, run):
+
+class Protocol:
+    """Protocol functions that forward to ``run(name, rows, args)``.
+
+    ``threads(x)`` is how many threads ``run`` gives a call over `x`.
+    """
+
+    def __init__(self, run, threads=lambda x: 1):
         self._run = run
+        self._threads = threads
 
     def softmax(self, x, out, inv_temperature):
-        self._run(_by_width("softmax", x), x, (x, out, float(inv_temperature)))
+        if _pipelines(x, out, self._threads(x)):
+            name = "softmax_pipelined"
+        else:
+            name = _by_width("softmax", x)
+        self._run(name, x, (x, out, float(inv_temperature)))
 
     def log_softmax(self, x, out, inv_temperature):
         self._run(_by_output("log_softmax", x, out), x, (x, out, float(inv_temperature)))

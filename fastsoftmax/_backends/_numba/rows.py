@@ -15,11 +15,15 @@ import numpy as np
 
 from .elementary import exp, exp_nonpositive, log
 from .intrinsics import (
+    LINE_BYTES,
     fused_multiply_add,
     maximum,
+    prefetch_to_l2,
     row_max_skipping_nan,
     stack_array,
     store_gaps_streaming,
+    store_scaled_streaming,
+    unit_stride,
 )
 from .jit import helper, reduction
 
@@ -288,6 +292,94 @@ def softmax_in_place(x, t):
     """`softmax` with ``out = x``."""
     s = store_exp_in_place(x, row_max_skipping_nan(x), t)
     scale_row(x, x.dtype.type(1.0 / s))
+
+
+@helper
+def prefetch_lines(row, start, stop):
+    """Hints that ``row[start:stop]`` be brought into L2, one cache line at a time."""
+    for j in range(start, stop, LINE_BYTES // row.itemsize):
+        prefetch_to_l2(row, j)
+
+
+@helper
+def exp_step(x, e, m, t, ahead, fetch):
+    """`store_exp` into `e` (a workspace row); when `fetch`, prefetches `ahead` meanwhile."""
+    n = x.shape[0]
+    half_m = m * x.dtype.type(0.5)
+    twice_hi, twice_lo = doubled(t, x)
+    s = 0.0
+    for start in range(0, n, LANE_CHUNK):
+        stop = min(start + LANE_CHUNK, n)
+        s += store_exp_chunk(x[start:stop], e[start:stop], m, half_m, twice_hi, twice_lo)
+        if fetch:
+            prefetch_lines(ahead, start, stop)
+    return s
+
+
+@helper
+def exp_store_step(x, e, m, t, out, ready, c, ahead, fetch):
+    """`exp_step`, and at the same pace ``out = ready * c`` streamed: one chunk of each per turn.
+
+    The chunks of `out` start on its cache lines, so that each streams whole.
+    """
+    n = x.shape[0]
+    half_m = m * x.dtype.type(0.5)
+    twice_hi, twice_lo = doubled(t, x)
+    address = out.ctypes.data
+    head = n
+    if address % out.itemsize == 0:
+        head = min(n, (LINE_BYTES - address % LINE_BYTES) % LINE_BYTES // out.itemsize)
+    store_scaled_streaming(ready[:head], out[:head], c)
+    done = head
+    s = 0.0
+    for start in range(0, n, LANE_CHUNK):
+        stop = min(start + LANE_CHUNK, n)
+        s += store_exp_chunk(x[start:stop], e[start:stop], m, half_m, twice_hi, twice_lo)
+        end = min(done + LANE_CHUNK, n)
+        store_scaled_streaming(ready[done:end], out[done:end], c)
+        done = end
+        if fetch:
+            prefetch_lines(ahead, start, stop)
+    store_scaled_streaming(ready[done:], out[done:], c)
+    return s
+
+
+@helper
+def softmax_pipelined(x, out, t, start, stop):
+    """Softmax of the long rows ``start:stop`` of `x`, pipelined through a two-row workspace.
+
+    Each exponential is computed once and kept in the workspace until its
+    row's sum is known; while one row's exponentials are computed, the
+    previous row's output streams out of the other workspace row and the row
+    after is prefetched, so that arithmetic, memory reads and memory writes
+    overlap (the C backend's `softmax_pipelined`). Call `store_fence` before
+    the kernel returns.
+    """
+    work = np.empty((2, x.shape[1]), x.dtype)
+    nan = x.dtype.type(math.nan)
+    c = nan  # of the row whose exponentials are ready: NaN for a NaN row
+    filling = 0
+    for i in range(start - 1, stop):
+        c_next = nan
+        pending = i >= start  # row i's output, still to store
+        if i + 1 < stop:
+            following = unit_stride(x[i + 1])
+            m = row_max_skipping_nan(following)
+            fetch = i + 2 < stop
+            ahead = unit_stride(x[i + 2]) if fetch else following
+            if math.isfinite(m) and pending:
+                s = exp_store_step(
+                    following, work[filling], m, t, unit_stride(out[i]), work[1 - filling], c,
+                    ahead, fetch,
+                )
+                c_next = x.dtype.type(1.0 / s)
+                pending = False
+            elif math.isfinite(m):
+                c_next = x.dtype.type(1.0 / exp_step(following, work[filling], m, t, ahead, fetch))
+        if pending:
+            store_scaled_streaming(work[1 - filling], unit_stride(out[i]), c)
+        c = c_next
+        filling = 1 - filling
 
 
 @helper
