@@ -1265,13 +1265,13 @@ FS_ALWAYS_INLINE F(vec) F(staged_max)(const REAL *x, int64_t n)
  * advance together, two vectors of each per turn, while `ahead` (NULL or the
  * row after x) is prefetched into L2 two lines per turn.
  */
-FS_ALWAYS_INLINE double F(pipeline_step)(const REAL *x, REAL *e, F(vec) m, F(factor) t,
+FS_ALWAYS_INLINE double F(pipeline_step)(const REAL *x, REAL *e, REAL max, F(factor) t,
                                          REAL *out, const REAL *ready, REAL c, const char *ahead,
                                          int64_t n, int compute, int store)
 {
     int stream = store && (uintptr_t)out % sizeof(REAL) == 0;
     int64_t i = 0, j = 0, fetched = 0, ahead_bytes = ahead ? n * (int64_t)sizeof(REAL) : 0;
-    F(vec) cv = F(vsplat)(c);
+    F(vec) m = F(vsplat)(max), cv = F(vsplat)(c);
     if (stream)
         for (int64_t head = (int64_t)((FS_VECTOR_BYTES - (uintptr_t)out % FS_VECTOR_BYTES) %
                                       FS_VECTOR_BYTES / sizeof(REAL));
@@ -1324,8 +1324,73 @@ FS_ALWAYS_INLINE double F(pipeline_step)(const REAL *x, REAL *e, F(vec) m, F(fac
     return compute ? F(wide_sum_all)(&total) : 0;
 }
 
+/* the row's maximum, NaN skipped */
+FS_ALWAYS_INLINE REAL F(pipeline_max)(const REAL *x, int64_t n)
+{
+    return F(staged_max)(x, n)[0];
+}
+#else
+FS_ALWAYS_INLINE REAL F(pipeline_max)(const REAL *x, int64_t n)
+{
+    return F(row_max)(x, n);
+}
+
+/* pipeline_step of the vector builds in blocks of LANES (float64, builds without vectors) */
+FS_ALWAYS_INLINE double F(pipeline_step)(const REAL *x, REAL *e, REAL m, F(factor) t,
+                                         REAL *out, const REAL *ready, REAL c, const char *ahead,
+                                         int64_t n, int compute, int store)
+{
+    int stream = store && (uintptr_t)out % sizeof(REAL) == 0;
+    int64_t i = 0, j = 0, fetched = 0, ahead_bytes = ahead ? n * (int64_t)sizeof(REAL) : 0;
+    REAL acc[LANES], v[LANES];
+    if (stream)
+        for (int64_t head = (int64_t)((FS_VECTOR_BYTES - (uintptr_t)out % FS_VECTOR_BYTES) %
+                                      FS_VECTOR_BYTES / sizeof(REAL));
+             i < head && i < n; i++)
+            out[i] = ready[i] * c;
+    double total = 0.0;
+    while (compute && j + LANES <= n) {
+        int64_t stop = j + CHUNK < n ? j + CHUNK : n;
+        for (int l = 0; l < LANES; l++)
+            acc[l] = 0;
+        for (; j + LANES <= stop; j += LANES) {
+            F(exp_sum_block)(e + j, acc, x + j, m, t, 0);
+            if (store && i + LANES <= n) {
+                for (int l = 0; l < LANES; l++)
+                    v[l] = ready[i + l] * c;
+                F(store_block)(out + i, v, stream);
+                i += LANES;
+            }
+            for (int b = 0; b < LANES * (int)sizeof(REAL) && fetched < ahead_bytes; b += 64) {
+                FS_PREFETCH_L2(ahead + fetched);
+                fetched += 64;
+            }
+        }
+        total += F(lanes_sum)(acc);
+    }
+    if (compute && j < n) { /* the last part of a block, padded with -inf: exact zeros */
+        for (int l = 0; l < LANES; l++)
+            acc[l] = 0;
+        F(load_tail)(v, x + j, n - j, -INFINITY);
+        F(exp_sum_block)(v, acc, v, m, t, 0);
+        F(store_tail)(e + j, v, n - j);
+        total += F(lanes_sum)(acc);
+    }
+    if (store) {
+        for (; i + LANES <= n; i += LANES) {
+            for (int l = 0; l < LANES; l++)
+                v[l] = ready[i + l] * c;
+            F(store_block)(out + i, v, stream);
+        }
+        for (; i < n; i++)
+            out[i] = ready[i] * c;
+    }
+    return total;
+}
+#endif
+
 /* pipeline_step with t = 1 made a constant where it is 1 */
-static double F(pipeline_step_any)(const REAL *x, REAL *e, F(vec) m, F(factor) t, REAL *out,
+static double F(pipeline_step_any)(const REAL *x, REAL *e, REAL m, F(factor) t, REAL *out,
                                    const REAL *ready, REAL c, const char *ahead, int64_t n)
 {
     if (F(is_one)(t))
@@ -1341,7 +1406,8 @@ static double F(pipeline_step_any)(const REAL *x, REAL *e, F(vec) m, F(factor) t
  * after is prefetched. Arithmetic, memory reads and memory writes then
  * overlap instead of taking turns: float32, 2 threads, Zen 4, in one
  * process, 1024 x 32000 0.28-0.30 -> 0.17-0.20 ns/element, about the time
- * of a streamed copy (0.17-0.19); 2048 x 16384 0.29 -> 0.22.
+ * of a streamed copy (0.17-0.19); 2048 x 16384 0.29 -> 0.22. float64 (and
+ * the builds without vector extensions) take the steps in blocks of LANES.
  */
 static void F(softmax_pipelined)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
                                  int64_t rows, int64_t n, F(factor) t, REAL *work)
@@ -1352,12 +1418,12 @@ static void F(softmax_pipelined)(const REAL *x, int64_t x_stride, REAL *out, int
         const REAL *next = r + 1 < rows ? x + (r + 1) * x_stride : NULL;
         const char *ahead = r + 2 < rows ? (const char *)(x + (r + 2) * x_stride) : NULL;
         REAL *row_out = r >= 0 ? out + r * out_stride : NULL;
-        F(vec) m = next ? F(staged_max)(next, n) : F(vsplat)(NAN);
+        REAL m = next ? F(pipeline_max)(next, n) : NAN;
         REAL c_next = NAN;
-        if (next && F(is_finite)(m[0]) && row_out) {
+        if (next && F(is_finite)(m) && row_out) {
             c_next = (REAL)(1.0 / F(pipeline_step_any)(next, filling, m, t, row_out, ready, c,
                                                       ahead, n));
-        } else if (next && F(is_finite)(m[0])) { /* the first row: nothing to store yet */
+        } else if (next && F(is_finite)(m)) { /* the first row: nothing to store yet */
             c_next = (REAL)(1.0 / (F(is_one)(t) ? F(pipeline_step)(next, filling, m, F(unit)(),
                                                                     NULL, NULL, 0, ahead, n, 1, 0)
                                                  : F(pipeline_step)(next, filling, m, t, NULL,
@@ -1371,67 +1437,11 @@ static void F(softmax_pipelined)(const REAL *x, int64_t x_stride, REAL *out, int
         filling = swap;
     }
 }
-#endif
 
-#if !VECTOR_ROWS
-/*
- * work * c into out, streamed from out's first vector boundary on (the
- * elements before it stored plainly). Each cache line written prefetches the
- * next of the `ahead_bytes` bytes at `ahead` into L2, so that the next row is
- * read from memory while this one is written.
- */
-static void F(scale_stream)(REAL *out, const REAL *work, int64_t n, REAL c, const char *ahead,
-                            int64_t ahead_bytes)
-{
-    int64_t head = (int64_t)((FS_VECTOR_BYTES - (uintptr_t)out % FS_VECTOR_BYTES) %
-                             FS_VECTOR_BYTES / sizeof(REAL));
-    int64_t i = 0, fetched = 0;
-    if ((uintptr_t)out % sizeof(REAL) == 0)
-        for (; i < head && i < n; i++)
-            out[i] = work[i] * c;
-    for (; i + LANES <= n; i += LANES) {
-        REAL v[LANES];
-        for (int l = 0; l < LANES; l++)
-            v[l] = work[i + l] * c;
-        F(store_block)(out + i, v, 1);
-        for (int b = 0; b < LANES * (int)sizeof(REAL) && fetched < ahead_bytes; b += 64) {
-            FS_PREFETCH_L2(ahead + fetched);
-            fetched += 64;
-        }
-    }
-    for (; i < n; i++)
-        out[i] = work[i] * c;
-}
-
-/*
- * softmax of one long row whose output streams, given a workspace of n
- * elements (softmax_pipelined without the pipeline, for the builds without
- * vector extensions and for float64): the row's maximum, its exponentials
- * into work with their sum, then work / sum streamed into out while the next
- * row (`next`, or NULL) is prefetched into L2. float64, 512 x 32000, 2
- * threads: see the commit that brought it.
- */
-static void F(softmax_row_staged)(const REAL *x, REAL *out, int64_t n, F(factor) t, REAL *work,
-                                  const REAL *next)
-{
-    REAL m = F(row_max)(x, n);
-    if (!F(is_finite)(m)) {
-        F(fill)(out, n, NAN);
-        return;
-    }
-    double s = F(exp_store_sum)(x, work, n, m, t);
-    F(scale_stream)(out, work, n, (REAL)(1.0 / s), (const char *)next,
-                    next ? n * (int64_t)sizeof(REAL) : 0);
-}
-#endif
-
-/*
- * Elements of workspace softmax uses for a call over rows x cols where its
- * rows stream: two rows for softmax_pipelined, one for softmax_row_staged.
- */
+/* Elements of workspace softmax uses for a call over rows x cols: two rows where they stream. */
 static int64_t F(softmax_work)(int64_t rows, int64_t cols)
 {
-    return F(streams_long_rows)(rows, cols) ? (VECTOR_ROWS ? 2 : 1) * cols : 0;
+    return F(streams_long_rows)(rows, cols) ? 2 * cols : 0;
 }
 
 static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
@@ -1453,13 +1463,7 @@ static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_s
 #endif
     int stream = F(streams_long_rows)(rows, cols);
     if (stream && work) {
-#if VECTOR_ROWS
         F(softmax_pipelined)(x, x_stride, out, out_stride, rows, cols, t, work);
-#else
-        for (int64_t r = 0; r < rows; r++)
-            F(softmax_row_staged)(x + r * x_stride, out + r * out_stride, cols, t, work,
-                                  r + 1 < rows ? x + (r + 1) * x_stride : NULL);
-#endif
     } else {
         for (int64_t r = 0; r < rows; r++)
             F(softmax_row)(x + r * x_stride, out + r * out_stride, cols, t, stream);

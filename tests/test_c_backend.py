@@ -327,8 +327,8 @@ def test_softmax_lends_a_workspace_only_within_the_memory_rule(threads, lent_wor
     assert c_backend.WORKSPACE_SHARE < 0.01
     threads(1)
     x = np.zeros((200, 21_000), np.float32)  # rows long enough, outputs large enough ...
-    assert c_backend.lib.fs_softmax_work_f32(*x.shape) == 2 * x.shape[1]  # (pipelined)
-    assert c_backend.lib.fs_softmax_work_f64(*x.shape) == x.shape[1]
+    assert c_backend.lib.fs_softmax_work_f32(*x.shape) == 2 * x.shape[1]  # two rows
+    assert c_backend.lib.fs_softmax_work_f64(*x.shape) == 2 * x.shape[1]
     fastsoftmax.softmax(x, out=np.empty_like(x), backend="c")
     assert lent_workspaces == [False]  # ... but two rows are 1 % of the input
     fastsoftmax.softmax(x[:, :1000], backend="c")
