@@ -681,3 +681,40 @@ def test_long_softmax_rows_are_pipelined_through_a_workspace(
         assert protocol._pipelines(x, out, threads)
     finally:
         fastsoftmax.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "backend, threads", [("numba", 1), ("numba-parallel", 1), ("numba-parallel", 2)]
+)
+def test_long_log_softmax_rows_are_pipelined(backend, threads, dtype):
+    # Rows of PIPELINED_ROW_MIN+ classes into a streamed output: the next row's
+    # maximum and sum are taken while this row's output streams
+    # (`rows.log_softmax_unit_pipelined`), starting and ending on NaN rows.
+    from fastsoftmax._backends._numba import kernels
+
+    n_cols = kernels.PIPELINED_ROW_MIN + 23
+    n_rows = kernels.STREAMED_MIN_BYTES // (n_cols * np.dtype(dtype).itemsize) + 5 * threads
+    x = logits((n_rows, n_cols), dtype, seed=12)
+    x[0, 3] = np.nan
+    x[2, 77] = np.inf
+    x[3] = -np.inf
+    x[4, ::3] = -np.inf
+    x[5, 16_000] = 3e30
+    x[6, :300] += 30  # the running maximum grows block after block
+    x[-1, -1] = np.nan
+    picked = [0, 1, 2, 3, 4, 5, 6, n_rows // 2, n_rows // 2 + 1, n_rows - 2, n_rows - 1]
+    expected = reference.log_softmax(x[picked])
+    previous = fastsoftmax.get_num_threads()
+    fastsoftmax.set_num_threads(threads)
+    try:
+        for offset in (0, 1):
+            buffer = np.empty(x.size + 64, dtype)
+            out = buffer[offset : offset + x.size].reshape(x.shape)
+            fastsoftmax.log_softmax(x, out=out, backend=backend)
+            assert_matches_reference(out[picked], expected, "log")
+        inplace = x.copy()
+        fastsoftmax.log_softmax(inplace, out=inplace, backend=backend)
+        assert_matches_reference(inplace[picked], expected, "log")
+    finally:
+        fastsoftmax.set_num_threads(previous)

@@ -30,7 +30,9 @@ STREAMED_MIN_BYTES = 16 << 20
 # Softmax over rows of at least PIPELINED_ROW_MIN classes, into outputs of at
 # least STREAMED_MIN_BYTES, is pipelined through a workspace of two rows per
 # thread (`rows.softmax_pipelined`) where the workspaces fit the memory rule
-# (`fastsoftmax._backends.WORKSPACE_SHARE`), as in the C backend.
+# (`fastsoftmax._backends.WORKSPACE_SHARE`), as in the C backend; streamed
+# log_softmax over such rows needs no workspace and is always pipelined (the
+# C backend's log_softmax gained nothing from it and is not).
 PIPELINED_ROW_MIN = 16384
 
 softmax_short = blocks.softmax
@@ -116,9 +118,14 @@ def log_softmax(x, out, t, start, stop):
 
 @kernel
 def log_softmax_streamed_unit(x, out, start, stop):
-    """`log_softmax_streamed` at ``t = 1`` (`rows.log_softmax_unit_streamed`)."""
-    for i in range(start, stop):
-        rows.log_softmax_unit_streamed(unit_stride(x[i]), unit_stride(out[i]))
+    """`log_softmax_streamed` at ``t = 1`` (`rows.log_softmax_unit_streamed`); rows of
+    `PIPELINED_ROW_MIN` classes and more are pipelined (`rows.log_softmax_unit_pipelined`)."""
+    if x.shape[1] >= PIPELINED_ROW_MIN:
+        if start < stop:
+            rows.log_softmax_unit_pipelined(x, out, start, stop)
+    else:
+        for i in range(start, stop):
+            rows.log_softmax_unit_streamed(unit_stride(x[i]), unit_stride(out[i]))
     store_fence()
 
 

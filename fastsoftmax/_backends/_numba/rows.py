@@ -407,6 +407,54 @@ def log_softmax_unit_streamed(x, out):
     store_gaps_streaming(x, out, m, x.dtype.type(log(s)))
 
 
+# `log_softmax_unit_pipelined` alternates blocks of this many elements of its
+# two rows. float32, 2 threads, 2000 rows of 16384 classes (pipelined) against
+# 16383 (row by row) in one process: blocks of 256 0.255-0.287 ns/element
+# against 0.280-0.328; blocks of 128 0.38 against 0.28, of 512 0.31 against
+# 0.28, of BLOCK elements 0.37 against 0.35.
+PIPE_BLOCK = 256
+
+
+@helper
+def log_softmax_unit_pipelined(x, out, start, stop):
+    """`log_softmax_unit_streamed` over the rows ``start:stop`` of `x`, pipelined.
+
+    While the maximum and sum of row ``i + 1`` are taken a block at a time,
+    row ``i``'s output streams a block per turn and row ``i + 2`` is
+    prefetched into L2, so that the exponentials, the reads and the writes
+    overlap instead of taking turns. The row's statistics are those of
+    `online_lse` with blocks of ``PIPE_BLOCK`` elements.
+    """
+    n = x.shape[1]
+    one = x.dtype.type(1.0)
+    m, s = online_lse(unit_stride(x[start]), one, True, False)
+    for i in range(start, stop):
+        row = unit_stride(x[i])
+        row_out = unit_stride(out[i])
+        c = x.dtype.type(log(s))
+        address = row_out.ctypes.data
+        done = n  # up to the output's first cache line, then a block per turn
+        if address % row_out.itemsize == 0:
+            done = min(n, (LINE_BYTES - address % LINE_BYTES) % LINE_BYTES // row_out.itemsize)
+        store_gaps_streaming(row[:done], row_out[:done], m, c)
+        next_m = x.dtype.type(-np.inf)
+        next_s = 0.0
+        if i + 1 < stop:
+            following = unit_stride(x[i + 1])
+            fetch = i + 2 < stop
+            ahead = unit_stride(x[i + 2]) if fetch else following
+            for b in range(0, n, PIPE_BLOCK):
+                b_end = min(b + PIPE_BLOCK, n)
+                next_m, next_s, _ = lse_update(following[b:b_end], next_m, next_s, one, True)
+                end = min(done + PIPE_BLOCK, n)
+                store_gaps_streaming(row[done:end], row_out[done:end], m, c)
+                done = end
+                if fetch:
+                    prefetch_lines(ahead, b, b_end)
+        store_gaps_streaming(row[done:], row_out[done:], m, c)
+        m, s = next_m, next_s
+
+
 @reduction
 def dot(a, b):
     """``sum(a * b)`` in float64."""
