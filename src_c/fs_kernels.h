@@ -515,6 +515,14 @@ FS_ALWAYS_INLINE void F(output_part)(REAL *out, const REAL *x, int64_t n, REAL m
     F(store_tail)(out, v, n);
 }
 
+/* how many of out's first n elements come before its first vector boundary */
+static inline int64_t F(stream_head)(const REAL *out, int64_t n)
+{
+    int64_t head = (int64_t)((FS_VECTOR_BYTES - (uintptr_t)out % FS_VECTOR_BYTES) %
+                             FS_VECTOR_BYTES / sizeof(REAL));
+    return head < n ? head : n;
+}
+
 /*
  * out = output_block over the row (out may be x). When `stream`, out from
  * its first vector boundary on is streamed and the elements before that
@@ -525,10 +533,7 @@ FS_ALWAYS_INLINE void F(output_store_at)(const REAL *x, REAL *out, int64_t n, RE
 {
     int64_t i = 0;
     if (stream && (uintptr_t)out % sizeof(REAL) == 0) {
-        int64_t head =
-            (int64_t)((FS_VECTOR_BYTES - (uintptr_t)out % FS_VECTOR_BYTES) % FS_VECTOR_BYTES /
-                      sizeof(REAL));
-        i = head < n ? head : n;
+        i = F(stream_head)(out, n);
         if (i)
             F(output_part)(out, x, i, m, t, c, log_form);
         for (; i + LANES <= n; i += LANES)
@@ -1263,7 +1268,10 @@ FS_ALWAYS_INLINE F(vec) F(staged_max)(const REAL *x, int64_t n)
  * exponentials of row x into e, returning their sum (`compute`), and the
  * output of the previous row, out = ready * c, streamed (`store`). The two
  * advance together, two vectors of each per turn, while `ahead` (NULL or the
- * row after x) is prefetched into L2 two lines per turn.
+ * row after x) is prefetched into L2 two lines per turn. (Taking the
+ * exponentials a part at a time through medium_part_sum and the stores
+ * after each part, 256 elements per turn, was slower: 1024 x 32000, float32,
+ * 2 threads, 0.189-0.204 ns/element where this step took 0.178-0.194.)
  */
 FS_ALWAYS_INLINE double F(pipeline_step)(const REAL *x, REAL *e, REAL max, F(factor) t,
                                          REAL *out, const REAL *ready, REAL c, const char *ahead,
@@ -1273,9 +1281,7 @@ FS_ALWAYS_INLINE double F(pipeline_step)(const REAL *x, REAL *e, REAL max, F(fac
     int64_t i = 0, j = 0, fetched = 0, ahead_bytes = ahead ? n * (int64_t)sizeof(REAL) : 0;
     F(vec) m = F(vsplat)(max), cv = F(vsplat)(c);
     if (stream)
-        for (int64_t head = (int64_t)((FS_VECTOR_BYTES - (uintptr_t)out % FS_VECTOR_BYTES) %
-                                      FS_VECTOR_BYTES / sizeof(REAL));
-             i < head && i < n; i++)
+        for (int64_t head = F(stream_head)(out, n); i < head; i++)
             out[i] = ready[i] * c;
     F(vec_wide) total = {0};
     while (compute && j + 2 * VEC <= n) {
@@ -1344,9 +1350,7 @@ FS_ALWAYS_INLINE double F(pipeline_step)(const REAL *x, REAL *e, REAL m, F(facto
     int64_t i = 0, j = 0, fetched = 0, ahead_bytes = ahead ? n * (int64_t)sizeof(REAL) : 0;
     REAL acc[LANES], v[LANES];
     if (stream)
-        for (int64_t head = (int64_t)((FS_VECTOR_BYTES - (uintptr_t)out % FS_VECTOR_BYTES) %
-                                      FS_VECTOR_BYTES / sizeof(REAL));
-             i < head && i < n; i++)
+        for (int64_t head = F(stream_head)(out, n); i < head; i++)
             out[i] = ready[i] * c;
     double total = 0.0;
     while (compute && j + LANES <= n) {
