@@ -208,7 +208,7 @@ def softmax(x, out, inv_temperature):
     def part(start, stop):
         rows = stop - start
         size = work_size(rows, n_cols) if lend else 0
-        work = np.empty(size, x.dtype)  # held until the call returns
+        work = np.empty(size, x.dtype) if size else None  # held until the call returns
         pointer = ffi.cast(_C_TYPES[x.dtype][0], ffi.from_buffer(work)) if size else ffi.NULL
         fn(src.at(start), src.stride, dst.at(start), dst.stride, rows, n_cols, inv_temperature,
            pointer)

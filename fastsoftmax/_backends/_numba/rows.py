@@ -302,33 +302,26 @@ def prefetch_lines(row, start, stop):
 
 
 @helper
-def exp_step(x, e, m, t, ahead, fetch):
-    """`store_exp` into `e` (a workspace row); when `fetch`, prefetches `ahead` meanwhile."""
-    n = x.shape[0]
-    half_m = m * x.dtype.type(0.5)
-    twice_hi, twice_lo = doubled(t, x)
-    s = 0.0
-    for start in range(0, n, LANE_CHUNK):
-        stop = min(start + LANE_CHUNK, n)
-        s += store_exp_chunk(x[start:stop], e[start:stop], m, half_m, twice_hi, twice_lo)
-        if fetch:
-            prefetch_lines(ahead, start, stop)
-    return s
+def line_head(row):
+    """How many elements of `row` come before its first cache line boundary (all of
+    them when the row is not aligned even to its element size)."""
+    address = row.ctypes.data
+    if address % row.itemsize != 0:
+        return row.shape[0]
+    return min(row.shape[0], (LINE_BYTES - address % LINE_BYTES) % LINE_BYTES // row.itemsize)
 
 
 @helper
 def exp_store_step(x, e, m, t, out, ready, c, ahead, fetch):
-    """`exp_step`, and at the same pace ``out = ready * c`` streamed: one chunk of each per turn.
+    """`store_exp` into `e` (a workspace row), and at the same pace ``out = ready * c``
+    streamed, one chunk of each per turn; when `fetch`, prefetches `ahead` meanwhile.
 
     The chunks of `out` start on its cache lines, so that each streams whole.
     """
     n = x.shape[0]
     half_m = m * x.dtype.type(0.5)
     twice_hi, twice_lo = doubled(t, x)
-    address = out.ctypes.data
-    head = n
-    if address % out.itemsize == 0:
-        head = min(n, (LINE_BYTES - address % LINE_BYTES) % LINE_BYTES // out.itemsize)
+    head = line_head(out)
     store_scaled_streaming(ready[:head], out[:head], c)
     done = head
     s = 0.0
@@ -374,8 +367,8 @@ def softmax_pipelined(x, out, t, start, stop):
                 )
                 c_next = x.dtype.type(1.0 / s)
                 pending = False
-            elif math.isfinite(m):
-                c_next = x.dtype.type(1.0 / exp_step(following, work[filling], m, t, ahead, fetch))
+            elif math.isfinite(m):  # the first row: nothing to store yet
+                c_next = x.dtype.type(1.0 / store_exp(following, work[filling], m, t))
         if pending:
             store_scaled_streaming(work[1 - filling], unit_stride(out[i]), c)
         c = c_next
@@ -432,10 +425,7 @@ def log_softmax_unit_pipelined(x, out, start, stop):
         row = unit_stride(x[i])
         row_out = unit_stride(out[i])
         c = x.dtype.type(log(s))
-        address = row_out.ctypes.data
-        done = n  # up to the output's first cache line, then a block per turn
-        if address % row_out.itemsize == 0:
-            done = min(n, (LINE_BYTES - address % LINE_BYTES) % LINE_BYTES // row_out.itemsize)
+        done = line_head(row_out)  # up to the output's first cache line, then a block per turn
         store_gaps_streaming(row[:done], row_out[:done], m, c)
         next_m = x.dtype.type(-np.inf)
         next_s = 0.0
