@@ -320,6 +320,14 @@ static double F(chunk_sum_exp)(const REAL *x, int64_t n, REAL m, F(factor) t)
     return F(chunk_sum_exp_at)(x, n, m, t);
 }
 
+static int F(has_nan)(const REAL *x, int64_t n)
+{
+    int found = 0;
+    for (int64_t i = 0; i < n; i++)
+        found |= x[i] != x[i];
+    return found;
+}
+
 /*
  * One read of a row: its maximum m (NaN skipped) and, when m is finite,
  * s = sum exp((x - m) * t), NaN when the row holds a NaN. Each chunk is
@@ -343,6 +351,8 @@ static void F(online_max_sum)(const REAL *x, int64_t n, F(factor) t, REAL *max_o
         }
         if (m > -INFINITY)
             s += F(chunk_sum_exp)(x + start, len, m, t);
+        else if (F(has_nan)(x + start, len))
+            s = NAN; /* among -inf only, no exponential would carry it */
     }
     *max_out = m;
     *sum_out = s;
@@ -352,14 +362,6 @@ static void F(online_max_sum)(const REAL *x, int64_t n, F(factor) t, REAL *max_o
 static inline int F(usable)(REAL m, double s)
 {
     return F(is_finite)(m) && s == s;
-}
-
-static int F(has_nan)(const REAL *x, int64_t n)
-{
-    int found = 0;
-    for (int64_t i = 0; i < n; i++)
-        found |= x[i] != x[i];
-    return found;
 }
 
 static inline void F(dot_block)(REAL *acc, const REAL *a, const REAL *b)

@@ -306,6 +306,20 @@ def test_nan_logits_give_a_nan_row(backend):
     )
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_among_a_long_run_of_minus_inf(host_backend, dtype):
+    # Long rows are reduced a chunk at a time; a chunk of only -inf and NaN
+    # before the first finite logit has no exponential to carry the NaN.
+    logits = np.zeros((4, 3000), dtype=dtype)
+    logits[:, :2048] = -np.inf
+    logits[1, 1000] = np.nan
+    loss, grad = ce(logits, np.full(4, 2500), host_backend, reduction="none")
+    assert np.isnan(loss[1]) and np.isnan(grad[1]).all()
+    kept = [0, 2, 3]
+    np.testing.assert_allclose(loss[kept], np.log(952.0), rtol=1e-6)
+    assert np.isfinite(grad[kept]).all()
+
+
 @pytest.mark.parametrize("options", [{}, {"z_loss": 0.5}, {"label_smoothing": 0.1, "z_loss": 1e-3}])
 def test_rows_without_a_finite_maximum_give_a_nan_row(backend, options):
     # +inf away from the target, NaN, all -inf: no softmax, so NaN loss and

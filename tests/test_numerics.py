@@ -126,6 +126,22 @@ def test_nan_row(backend, dtype, others):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, lead", [(1500, 1024), (3000, 2048), (20000, 4096)])
+@pytest.mark.parametrize("n_rows", [3, 300])
+def test_nan_among_a_long_run_of_minus_inf(host_backend, dtype, n, lead, n_rows):
+    # Long rows are reduced a chunk at a time; a chunk of only -inf and NaN
+    # before the first finite logit has no exponential to carry the NaN.
+    x = np.zeros((n_rows, n), dtype=dtype)
+    x[:, :lead] = -INF
+    x[1, lead // 2] = NAN
+    p, logp, lse = forward(x, host_backend)
+    assert np.isnan(p[1]).all() and np.isnan(logp[1]).all() and np.isnan(lse[1])
+    rest = np.delete(np.arange(n_rows), 1)
+    assert not np.isnan(p[rest]).any() and not np.isnan(logp[rest]).any()
+    np.testing.assert_allclose(lse[rest], np.log(n - lead), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_after_plus_inf_still_wins(backend, dtype):
     # A kernel that stops at the first +inf would report +inf, not NaN.
     n = max_side(backend, 37)
