@@ -2057,6 +2057,8 @@ static void F(topk_row)(const REAL *x, int64_t n, F(factor) t, REAL *vals, int64
         }
         if (m > -INFINITY)
             s += F(chunk_sum_exp)(x + start, len, m, t);
+        else if (F(has_nan)(x + start, len))
+            s = NAN; /* among -inf only, no exponential would carry it */
         if (kept == k && !(chunk_max > vals[0]))
             continue; /* nothing in this chunk beats the worst kept logit */
         for (int64_t j = start; j < start + len; j++) {

@@ -128,6 +128,19 @@ def test_nan_softmax_rows_give_nan_and_the_first_k_indices(backend, dtype, row):
         assert np.isfinite(probs[0]).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_among_a_long_run_of_minus_inf(host_backend, dtype):
+    # Long rows are reduced a chunk at a time; a chunk of only -inf and NaN
+    # before the first finite logit has no exponential to carry the NaN.
+    x = np.zeros((3, 2500), dtype=dtype)
+    x[:, :1250] = -np.inf
+    x[1, 625] = np.nan
+    probs, index = fastsoftmax.softmax_topk(x, 3, backend=host_backend)
+    assert np.isnan(probs[1]).all()
+    np.testing.assert_array_equal(index[1], np.arange(3))
+    np.testing.assert_allclose(probs[[0, 2]], 1 / 1250, rtol=1e-6)
+
+
 def test_empty_batch(backend):
     probs, index = fastsoftmax.softmax_topk(np.zeros((0, 5)), 2, backend=backend)
     assert probs.shape == index.shape == (0, 2)

@@ -124,7 +124,16 @@ static void sort_by_logit(int64_t *order, const double *x, int64_t n)
 }
 
 /* Row of a test matrix: random logits, or one of the special patterns. */
-enum { ROW_PLAIN, ROW_NAN, ROW_POSINF, ROW_ALL_NEGINF, ROW_SOME_NEGINF, ROW_TIES, ROW_KINDS };
+enum {
+    ROW_PLAIN,
+    ROW_NAN,
+    ROW_POSINF,
+    ROW_ALL_NEGINF,
+    ROW_SOME_NEGINF,
+    ROW_TIES,
+    ROW_NAN_AMONG_NEGINF, /* a NaN in a leading run of -inf, before any finite logit */
+    ROW_KINDS
+};
 
 static void make_row(double *x, int64_t n, int kind)
 {
@@ -148,6 +157,11 @@ static void make_row(double *x, int64_t n, int kind)
     case ROW_TIES:
         for (int64_t j = 0; j < n; j++)
             x[j] = (double)((j * 7) % 5);
+        break;
+    case ROW_NAN_AMONG_NEGINF:
+        for (int64_t j = 0; j < n / 2; j++)
+            x[j] = -INFINITY;
+        x[n / 4] = NAN;
         break;
     }
 }
