@@ -321,6 +321,41 @@ def test_long_rows_with_a_workspace_match_the_reference(
         _check_probabilities(got[[r - 1 for r in rows[1:]]], want[1:], dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_log_softmax_rows_match_the_reference(threads, dtype):
+    # rows long and many enough (16 MiB at one thread) for the float32 kernel
+    # to pipeline them: one row's maximum and sum taken while the previous
+    # row's output streams
+    threads(1)
+    n_rows, n_cols = 264, 16_400 + 7
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((n_rows, n_cols)) * 4).astype(dtype)
+    x[1, 5] = np.nan
+    x[2, 77] = np.inf
+    x[3] = -np.inf
+    x[4, ::3] = -np.inf
+    x[5, 16_000] = 3e30  # all the mass in one class, the others at -3e30
+    x[6, :100] += 12
+    x[7, :5000] = -np.inf  # a NaN among a leading run of -inf
+    x[7, 300] = np.nan
+    x[8, :5000] = -np.inf  # the first finite logit after several parts of -inf
+    x[-1, -1] = np.nan  # the pipeline ends on a NaN row
+    rows = [0, 1, 2, 3, 4, 5, 6, 7, 8, 131, 262, 263]
+    buffer = np.empty(x.size + 16, dtype)
+    out = buffer[1 : 1 + x.size].reshape(x.shape)  # not on a vector boundary
+    for temperature in (1.0, 0.3):
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = reference.log_softmax(x[rows], temperature)
+        fastsoftmax.log_softmax(x, temperature=temperature, out=out, backend="c")
+        _check_log_probabilities(out[rows], want, dtype)
+        in_place = x.copy()
+        fastsoftmax.log_softmax(in_place, temperature=temperature, out=in_place, backend="c")
+        _check_log_probabilities(in_place[rows], want, dtype)
+        # starting on a NaN row
+        got = fastsoftmax.log_softmax(x[1:], temperature=temperature, backend="c")
+        _check_log_probabilities(got[[r - 1 for r in rows[1:]]], want[1:], dtype)
+
+
 def test_softmax_lends_a_workspace_only_within_the_memory_rule(threads, lent_workspaces):
     # DESIGN.md: with out= given, peak memory grows by less than 1 % of the input;
     # a workspace is one row per thread, so only calls of enough rows get one
@@ -452,6 +487,7 @@ def test_kernels_pass_the_c_tests_under_address_and_undefined_sanitizers(tmp_pat
         "-DFS_STREAM_MIN_BYTES=0",  # run the streaming-store paths on the small test data
         "-DFS_STREAM_LONG_COLS=1025",  # and stream the long rows whatever their alignment
         "-DFS_STREAM_MEDIUM_COLS=65",  # and every medium row
+        "-DFS_LOG_PIPELINE_COLS=1025",  # and pipeline log_softmax's long rows
         f"-I{SRC_C}",
     ]
     sources = [SRC_C / name for name in build.SOURCES] + [SRC_C / "tests" / "test_kernels.c"]
