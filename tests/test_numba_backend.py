@@ -276,6 +276,13 @@ def kernel_cases():
 
         return make
 
+    def streamed(width):
+        def make(dtype):
+            x = logits((3, width), dtype)
+            return (x, np.empty_like(x), 0, 3)
+
+        return make
+
     def parallel_softmax(dtype):
         x = logits((4, 100), dtype)
         return (x, np.empty_like(x), dtype(1.0), 2)
@@ -295,6 +302,7 @@ def kernel_cases():
         ("softmax_topk_short", lambda m: m[1].softmax_topk_short, topk(10)),
         ("parallel softmax", lambda m: m[2].softmax, parallel_softmax),
         ("softmax_pipelined", lambda m: m[1].softmax_pipelined, rowwise(100)),
+        ("log_softmax_streamed_unit", lambda m: m[1].log_softmax_streamed_unit, streamed(16_400)),
     ]
 
 
@@ -313,6 +321,8 @@ def test_hot_loops_use_packed_instructions(case, dtype):
         assert packed(assembly, "vmul", dtype) + packed(assembly, "vfmadd", dtype) >= 2, name
     if name not in ("softmax_backward", "log_softmax_backward"):
         assert packed(assembly, "vmax", dtype) >= 1, name  # the row (or column) maximum
+    if name == "log_softmax_streamed_unit":  # its output streams in whole vectors
+        assert packed(assembly, "vmovnt", dtype) >= 2, name
     # No libm exp is called anywhere.
     assert not re.search(r"\b(exp|expf|__exp_finite)\b", assembly), name
 
@@ -701,9 +711,11 @@ def test_long_log_softmax_rows_are_pipelined(backend, threads, dtype):
     x[3] = -np.inf
     x[4, ::3] = -np.inf
     x[5, 16_000] = 3e30
-    x[6, :300] += 30  # the running maximum grows block after block
+    x[6, :300] += 30  # the mass in the first blocks
+    x[7, :5000] = -np.inf  # a NaN among a leading run of -inf
+    x[7, 300] = np.nan
     x[-1, -1] = np.nan
-    picked = [0, 1, 2, 3, 4, 5, 6, n_rows // 2, n_rows // 2 + 1, n_rows - 2, n_rows - 1]
+    picked = [0, 1, 2, 3, 4, 5, 6, 7, n_rows // 2, n_rows // 2 + 1, n_rows - 2, n_rows - 1]
     expected = reference.log_softmax(x[picked])
     previous = fastsoftmax.get_num_threads()
     fastsoftmax.set_num_threads(threads)

@@ -525,6 +525,17 @@ def _splat(builder, value, vector):
     return builder.shuffle_vector(first, undefined, lanes)
 
 
+def _stream_line(builder, source, target, start, vector, element_op, splats):
+    """``target[start:] = element_op(source[start:])`` for one `vector` (a cache line),
+    as one non-temporal store; ``target + start`` must be on a line boundary."""
+    itemsize = LINE_BYTES // vector.count
+    load_at = builder.bitcast(builder.gep(source, [start]), vector.as_pointer())
+    store_at = builder.bitcast(builder.gep(target, [start]), vector.as_pointer())
+    value = element_op(builder, builder.load(load_at, align=itemsize), splats)
+    nontemporal = builder.module.add_metadata([ir.IntType(32)(1)])
+    builder.store(value, store_at, align=LINE_BYTES).set_metadata("nontemporal", nontemporal)
+
+
 def _streaming_map_codegen(element_op):
     """Codegen of ``target[:] = element_op(source, operands...)``, whole lines streamed.
 
@@ -565,15 +576,9 @@ def _streaming_map_codegen(element_op):
             store_one(j)
         lines = builder.sdiv(builder.sub(n, head), intp(width))
         splats = [_splat(builder, value, vector) for value in scalars]
-        nontemporal = builder.module.add_metadata([ir.IntType(32)(1)])
         with cgutils.for_range(builder, lines) as loop:
             start = builder.add(head, builder.mul(loop.index, intp(width)))
-            load_at = builder.bitcast(builder.gep(src.data, [start]), vector.as_pointer())
-            store_at = builder.bitcast(builder.gep(dst.data, [start]), vector.as_pointer())
-            value = element_op(builder, builder.load(load_at, align=itemsize), splats)
-            builder.store(value, store_at, align=LINE_BYTES).set_metadata(
-                "nontemporal", nontemporal
-            )
+            _stream_line(builder, src.data, dst.data, start, vector, element_op, splats)
         tail = builder.add(head, builder.mul(lines, intp(width)))
         with cgutils.for_range_slice(builder, tail, n, intp(1)) as (j, _):
             store_one(j)
@@ -592,6 +597,11 @@ def _rows_and_scalars(source, target, *scalars):
     )
 
 
+def _gap(builder, value, scalars):
+    """``(value - shift) - offset``, `scalars` being ``(shift, offset)``."""
+    return builder.fsub(builder.fsub(value, scalars[0]), scalars[1])
+
+
 @intrinsic
 def store_gaps_streaming(typingctx, source, target, shift, offset):
     """``target[:] = (source - shift) - offset``, whole 64-byte lines of `target` streamed.
@@ -608,10 +618,43 @@ def store_gaps_streaming(typingctx, source, target, shift, offset):
     if not _rows_and_scalars(source, target, shift, offset):
         return None
 
-    def gap(builder, value, scalars):
-        return builder.fsub(builder.fsub(value, scalars[0]), scalars[1])
+    return types.none(source, target, shift, offset), _streaming_map_codegen(_gap)
 
-    return types.none(source, target, shift, offset), _streaming_map_codegen(gap)
+
+@intrinsic
+def store_gaps_lines_streaming(typingctx, source, target, start, count, shift, offset):
+    """``target[start : start + count] = (source[start : start + count] - shift) - offset``,
+    as ``count`` elements of whole cache lines streamed.
+
+    One vector load and one non-temporal store per line, for loops that
+    interleave streamed lines with other work. `count` is a compile-time
+    constant (a module-level int) that fills whole lines. No checks:
+    ``target[start]`` must be on a line boundary and the lines inside both
+    rows. Call `store_fence` before the kernel returns.
+    """
+    if not (
+        _rows_and_scalars(source, target, shift, offset)
+        and isinstance(start, types.Integer)
+        and isinstance(count, types.IntegerLiteral)
+        and count.literal_value * (source.dtype.bitwidth // 8) % LINE_BYTES == 0
+    ):
+        return None
+    itemsize = source.dtype.bitwidth // 8
+    lines = count.literal_value * itemsize // LINE_BYTES
+
+    def codegen(context, builder, signature, args):
+        source_type, target_type, start_type = signature.args[:3]
+        src = context.make_array(source_type)(context, builder, value=args[0])
+        dst = context.make_array(target_type)(context, builder, value=args[1])
+        vector = ir.VectorType(context.get_value_type(target_type.dtype), LINE_BYTES // itemsize)
+        at = context.cast(builder, args[2], start_type, types.intp)
+        splats = [_splat(builder, value, vector) for value in args[4:]]
+        for line in range(lines):
+            line_at = builder.add(at, cgutils.intp_t(line * vector.count))
+            _stream_line(builder, src.data, dst.data, line_at, vector, _gap, splats)
+        return context.get_dummy_value()
+
+    return types.none(source, target, start, count, shift, offset), codegen
 
 
 @intrinsic
@@ -626,6 +669,18 @@ def store_scaled_streaming(typingctx, source, target, scale):
     return types.none(source, target, scale), _streaming_map_codegen(scaled)
 
 
+def _prefetch_l2(builder, pointer):
+    """A hint that the cache line at `pointer` be brought into L2."""
+    address = builder.bitcast(pointer, ir.IntType(8).as_pointer())
+    i32 = ir.IntType(32)
+    function = builder.module.declare_intrinsic(
+        "llvm.prefetch", [address.type],
+        ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]),
+    )
+    # read, locality 2 (x86 prefetcht1: into L2), data cache
+    builder.call(function, [address, i32(0), i32(2), i32(1)])
+
+
 @intrinsic
 def prefetch_to_l2(typingctx, row, index):
     """Hints that the cache line holding ``row[index]`` be brought into L2 (no bounds check)."""
@@ -636,17 +691,35 @@ def prefetch_to_l2(typingctx, row, index):
         row_type, index_type = signature.args
         ary = context.make_array(row_type)(context, builder, value=args[0])
         position = context.cast(builder, args[1], index_type, types.intp)
-        address = builder.bitcast(builder.gep(ary.data, [position]), ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        function = builder.module.declare_intrinsic(
-            "llvm.prefetch", [address.type],
-            ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]),
-        )
-        # read, locality 2 (x86 prefetcht1: into L2), data cache
-        builder.call(function, [address, i32(0), i32(2), i32(1)])
+        _prefetch_l2(builder, builder.gep(ary.data, [position]))
         return context.get_dummy_value()
 
     return types.none(row, index), codegen
+
+
+@intrinsic
+def prefetch_span_to_l2(typingctx, row, start, count):
+    """`prefetch_to_l2` for each cache line of ``row[start : start + count]``, `count`
+    a compile-time constant (a module-level int) of whole lines; no bounds check."""
+    if not (
+        _is_vector_of_floats(row)
+        and isinstance(start, types.Integer)
+        and isinstance(count, types.IntegerLiteral)
+    ):
+        return None
+    itemsize = row.dtype.bitwidth // 8
+    lines = max(1, count.literal_value * itemsize // LINE_BYTES)
+
+    def codegen(context, builder, signature, args):
+        row_type, start_type = signature.args[:2]
+        ary = context.make_array(row_type)(context, builder, value=args[0])
+        at = context.cast(builder, args[1], start_type, types.intp)
+        for line in range(lines):
+            position = builder.add(at, cgutils.intp_t(line * LINE_BYTES // itemsize))
+            _prefetch_l2(builder, builder.gep(ary.data, [position]))
+        return context.get_dummy_value()
+
+    return types.none(row, start, count), codegen
 
 
 @intrinsic
