@@ -112,6 +112,29 @@ def special_logits(backend, dtype=np.float64, max_classes=12):
     return hnp.arrays(dtype, shapes, elements=value)
 
 
+@st.composite
+def rows_of_runs(draw, dtype=np.float64, max_rows=3, max_classes=5000):
+    """Long rows of finite values starting with up to 8 runs (each up to 1500
+    long) of one kind: finite, ``-inf``, ``+inf`` or NaN, so that whole chunks
+    of a row may hold special values only (kernels reduce long rows a chunk at
+    a time)."""
+    dtype = np.dtype(dtype)
+    n_rows = draw(st.integers(1, max_rows))
+    n = draw(st.integers(1025, max_classes))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n_rows, n)) * 4).astype(dtype)
+    kinds = [None, -np.inf, -np.inf, np.inf, np.nan]  # -inf twice: long runs of it are the rarest
+    run = st.tuples(st.sampled_from(kinds), st.integers(1, 1500))
+    for r in range(n_rows):
+        start = 0
+        for fill, length in draw(st.lists(run, min_size=1, max_size=8)):
+            if fill is not None:  # None: the finite values already there
+                x[r, start : start + length] = fill
+            start += length
+    return x
+
+
 def temperatures():
     return st.one_of(st.just(1.0), st.floats(0.05, 20.0))
 

@@ -16,7 +16,13 @@ import pytest
 
 import fastsoftmax
 import reference
-from strategies import assert_matches_reference, max_side, property_test, special_logits
+from strategies import (
+    assert_matches_reference,
+    max_side,
+    property_test,
+    rows_of_runs,
+    special_logits,
+)
 
 DTYPES = [np.float32, np.float64]
 INF, NAN = np.inf, np.nan
@@ -139,6 +145,15 @@ def test_nan_among_a_long_run_of_minus_inf(host_backend, dtype, n, lead, n_rows)
     rest = np.delete(np.arange(n_rows), 1)
     assert not np.isnan(p[rest]).any() and not np.isnan(logp[rest]).any()
     np.testing.assert_allclose(lse[rest], np.log(n - lead), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_property_runs_of_special_values_in_long_rows(host_backend, dtype):
+    @property_test(host_backend, rows_of_runs(dtype))
+    def check(x):
+        assert_all_match_reference(x, host_backend)
+
+    check()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
