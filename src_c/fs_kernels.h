@@ -329,31 +329,41 @@ static int F(has_nan)(const REAL *x, int64_t n)
 }
 
 /*
+ * One chunk (at most CHUNK elements) of online_max_sum: its maximum, NaN
+ * skipped, raises the running maximum *m (rescaling the running sum *s),
+ * then its exponentials against *m are added to *s while it is still in L1.
+ * Returns the chunk's maximum. Once *m is +inf nothing is summed: the
+ * caller stops there, such a row being special anyway.
+ */
+static inline REAL F(online_chunk)(const REAL *x, int64_t len, F(factor) t, REAL *m, double *s)
+{
+    REAL chunk_max = F(row_max)(x, len);
+    if (chunk_max > *m) {
+        if (*s != 0)
+            *s *= exp(((double)*m - (double)chunk_max) * F(factor_value)(t));
+        *m = chunk_max;
+        if (*m == INFINITY)
+            return chunk_max;
+    }
+    if (*m > -INFINITY)
+        *s += F(chunk_sum_exp)(x, len, *m, t);
+    else if (F(has_nan)(x, len))
+        *s = NAN; /* among -inf only, no exponential would carry it */
+    return chunk_max;
+}
+
+/*
  * One read of a row: its maximum m (NaN skipped) and, when m is finite,
- * s = sum exp((x - m) * t), NaN when the row holds a NaN. Each chunk is
- * scanned for its maximum, then summed against the running maximum while it
- * is still in L1. Stops at the first +inf: such a row is special anyway.
+ * s = sum exp((x - m) * t), NaN when the row holds a NaN, a chunk at a time
+ * (online_chunk). Stops at the first +inf.
  */
 static void F(online_max_sum)(const REAL *x, int64_t n, F(factor) t, REAL *max_out,
                               double *sum_out)
 {
     REAL m = -INFINITY;
     double s = 0.0;
-    for (int64_t start = 0; start < n; start += CHUNK) {
-        int64_t len = n - start < CHUNK ? n - start : CHUNK;
-        REAL chunk_max = F(row_max)(x + start, len);
-        if (chunk_max > m) {
-            if (s != 0)
-                s *= exp(((double)m - (double)chunk_max) * F(factor_value)(t));
-            m = chunk_max;
-            if (m == INFINITY)
-                break;
-        }
-        if (m > -INFINITY)
-            s += F(chunk_sum_exp)(x + start, len, m, t);
-        else if (F(has_nan)(x + start, len))
-            s = NAN; /* among -inf only, no exponential would carry it */
-    }
+    for (int64_t start = 0; start < n && m < INFINITY; start += CHUNK)
+        F(online_chunk)(x + start, n - start < CHUNK ? n - start : CHUNK, t, &m, &s);
     *max_out = m;
     *sum_out = s;
 }
@@ -2158,8 +2168,8 @@ static void F(heap_push)(REAL *vals, int64_t *index, int64_t size, REAL v, int64
 
 /*
  * The k best logits of one row kept in a heap in the output row itself while
- * the online max/sum runs over the same chunks; then sorted best first and
- * turned into probabilities. (A NaN may enter the heap and disorder it, but
+ * the online max/sum (online_chunk) runs over the same chunks; then sorted
+ * best first and turned into probabilities. (A NaN may enter the heap and disorder it, but
  * then the row's sum is NaN and the output is the NaN row.)
  */
 static void F(topk_row)(const REAL *x, int64_t n, F(factor) t, REAL *vals, int64_t *index,
@@ -2170,18 +2180,9 @@ static void F(topk_row)(const REAL *x, int64_t n, F(factor) t, REAL *vals, int64
     int64_t kept = 0;
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t len = n - start < CHUNK ? n - start : CHUNK;
-        REAL chunk_max = F(row_max)(x + start, len);
-        if (chunk_max > m) {
-            if (s != 0)
-                s *= exp(((double)m - (double)chunk_max) * F(factor_value)(t));
-            m = chunk_max;
-            if (m == INFINITY)
-                break; /* a NaN row whatever follows */
-        }
-        if (m > -INFINITY)
-            s += F(chunk_sum_exp)(x + start, len, m, t);
-        else if (F(has_nan)(x + start, len))
-            s = NAN; /* among -inf only, no exponential would carry it */
+        REAL chunk_max = F(online_chunk)(x + start, len, t, &m, &s);
+        if (m == INFINITY)
+            break; /* a NaN row whatever follows */
         if (kept == k && !(chunk_max > vals[0]))
             continue; /* nothing in this chunk beats the worst kept logit */
         for (int64_t j = start; j < start + len; j++) {
