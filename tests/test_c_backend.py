@@ -281,6 +281,23 @@ def lent_workspaces(monkeypatch):
     return calls
 
 
+def _long_special_rows(dtype, seed):
+    """264 rows of 16407 classes (16 MiB of float32 at one thread: long rows
+    that stream and pipeline) with special rows at the start and a NaN at the
+    very end, and an output off a vector boundary."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((264, 16_400 + 7)) * 4).astype(dtype)
+    x[1, 5] = np.nan
+    x[2, 77] = np.inf
+    x[3] = -np.inf
+    x[4, ::3] = -np.inf
+    x[5, 16_000] = 3e30  # all the mass in one class
+    x[6, :100] += 12
+    x[-1, -1] = np.nan  # the last row: a pipeline ends on a NaN row
+    buffer = np.empty(x.size + 16, dtype)
+    return x, buffer[1 : 1 + x.size].reshape(x.shape)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_long_rows_with_a_workspace_match_the_reference(
     threads, monkeypatch, lent_workspaces, dtype
@@ -288,19 +305,8 @@ def test_long_rows_with_a_workspace_match_the_reference(
     # rows long and many enough for softmax to lend the kernel a workspace: each
     # exponential computed once, the output streamed, the next row prefetched
     threads(1)
-    n_rows, n_cols = 264, 16_400 + 7
-    rng = np.random.default_rng(8)
-    x = (rng.standard_normal((n_rows, n_cols)) * 4).astype(dtype)
-    x[1, 5] = np.nan
-    x[2, 77] = np.inf
-    x[3] = -np.inf
-    x[4, ::3] = -np.inf
-    x[5, 16_000] = 3e30  # all the mass in one class, the others exactly 0
-    x[6, :100] += 12
-    x[-1, -1] = np.nan  # the last row: the float32 kernel's pipeline ends on a NaN row
+    x, out = _long_special_rows(dtype, seed=8)
     rows = [0, 1, 2, 3, 4, 5, 6, 131, 262, 263]
-    buffer = np.empty(x.size + 16, dtype)
-    out = buffer[1 : 1 + x.size].reshape(x.shape)  # not on a vector boundary
     share = c_backend.WORKSPACE_SHARE
     for temperature in (1.0, 0.3):
         with np.errstate(over="ignore", invalid="ignore"):
@@ -327,22 +333,11 @@ def test_long_log_softmax_rows_match_the_reference(threads, dtype):
     # to pipeline them: one row's maximum and sum taken while the previous
     # row's output streams
     threads(1)
-    n_rows, n_cols = 264, 16_400 + 7
-    rng = np.random.default_rng(9)
-    x = (rng.standard_normal((n_rows, n_cols)) * 4).astype(dtype)
-    x[1, 5] = np.nan
-    x[2, 77] = np.inf
-    x[3] = -np.inf
-    x[4, ::3] = -np.inf
-    x[5, 16_000] = 3e30  # all the mass in one class, the others at -3e30
-    x[6, :100] += 12
+    x, out = _long_special_rows(dtype, seed=9)
     x[7, :5000] = -np.inf  # a NaN among a leading run of -inf
     x[7, 300] = np.nan
     x[8, :5000] = -np.inf  # the first finite logit after several parts of -inf
-    x[-1, -1] = np.nan  # the pipeline ends on a NaN row
     rows = [0, 1, 2, 3, 4, 5, 6, 7, 8, 131, 262, 263]
-    buffer = np.empty(x.size + 16, dtype)
-    out = buffer[1 : 1 + x.size].reshape(x.shape)  # not on a vector boundary
     for temperature in (1.0, 0.3):
         with np.errstate(over="ignore", invalid="ignore"):
             want = reference.log_softmax(x[rows], temperature)
