@@ -302,6 +302,7 @@ def kernel_cases():
         ("softmax_topk_short", lambda m: m[1].softmax_topk_short, topk(10)),
         ("parallel softmax", lambda m: m[2].softmax, parallel_softmax),
         ("softmax_pipelined", lambda m: m[1].softmax_pipelined, rowwise(100)),
+        ("softmax_rescaled", lambda m: m[1].softmax_rescaled, rowwise(3000)),
         ("log_softmax_streamed_unit", lambda m: m[1].log_softmax_streamed_unit, streamed(16_400)),
     ]
 
@@ -689,6 +690,71 @@ def test_long_softmax_rows_are_pipelined_through_a_workspace(
         fastsoftmax.softmax(few, backend=backend)
         assert not ran
         assert protocol._pipelines(x, out, threads)
+    finally:
+        fastsoftmax.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "backend, threads", [("numba", 1), ("numba-parallel", 1), ("numba-parallel", 2)]
+)
+def test_long_softmax_rows_without_a_workspace_are_rescaled_in_their_output(
+    backend, threads, dtype, monkeypatch
+):
+    # Rows of 512 KiB+ into an output of 16 MiB+, too few for a workspace: each
+    # output row holds its exponentials, a part at a time against the running
+    # maximum, until the row's sum is known and the parts are scaled in place
+    # (`rows.softmax_rescaled`), the scaling of one row beside the next row's
+    # exponentials.
+    from fastsoftmax._backends._numba import kernels, parallel, protocol, rows
+
+    ran = []
+    called = parallel if threads > 1 else kernels
+    real = called.softmax_rescaled
+
+    def spy(*args):
+        ran.append(True)
+        return real(*args)
+
+    monkeypatch.setattr(called, "softmax_rescaled", spy)
+    itemsize = np.dtype(dtype).itemsize
+    n_cols = rows.RESCALE_MIN_BYTES // itemsize + 13
+    n_rows = kernels.STREAMED_MIN_BYTES // (n_cols * itemsize) + 3 * threads
+    x = logits((n_rows, n_cols), dtype, seed=13)
+    x[1, 5] = np.nan
+    x[2, 77] = np.inf
+    x[3] = -np.inf
+    x[4, ::3] = -np.inf
+    x[5, n_cols - 100] = 3e30  # all the mass in a late part, the others exactly 0
+    x[6, :300] += 30  # the mass in the first part
+    x[7, :5000] = -np.inf  # a NaN among a leading run of -inf
+    x[7, 300] = np.nan
+    x[8, :5000] = -np.inf  # the first finite logit after several parts of -inf
+    x[9] = np.linspace(-30, 30, n_cols)  # a maximum that grows in every part
+    x[-1, -1] = np.nan  # the pipeline ends on a NaN row
+    picked = list(range(10)) + [n_rows // 2, n_rows - 2, n_rows - 1]
+    previous = fastsoftmax.get_num_threads()
+    fastsoftmax.set_num_threads(threads)
+    try:
+        assert protocol._rescales(x, x) and not protocol._pipelines(x, x, threads)
+        buffer = np.empty(x.size + 16, dtype)
+        out = buffer[1 : 1 + x.size].reshape(x.shape)  # not on a cache line
+        for temperature in (1.0, 0.3):
+            with np.errstate(over="ignore", invalid="ignore"):
+                expected = reference.softmax(x[picked], temperature)
+            fastsoftmax.softmax(x, temperature=temperature, out=out, backend=backend)
+            assert ran.pop()
+            assert_matches_reference(out[picked], expected, "probability")
+            first_nan = fastsoftmax.softmax(x[1:], temperature=temperature, backend=backend)
+            assert ran.pop()
+            assert_matches_reference(first_nan[[p - 1 for p in picked[1:]]], expected[1:], "probability")
+            inplace = x.copy()
+            fastsoftmax.softmax(inplace, temperature=temperature, out=inplace, backend=backend)
+            assert ran.pop()
+            assert_matches_reference(inplace[picked], expected, "probability")
+        # rows that fit L2, or too long for their output to stay in cache: the plain kernel
+        for cols in (rows.RESCALE_MIN_BYTES // itemsize - 1, rows.RESCALE_MAX_BYTES // itemsize + 1):
+            assert not protocol._rescales(np.empty((100, cols), dtype), np.empty((100, cols), dtype))
     finally:
         fastsoftmax.set_num_threads(previous)
 

@@ -30,9 +30,11 @@ STREAMED_MIN_BYTES = 16 << 20
 # Softmax over rows of at least PIPELINED_ROW_MIN classes, into outputs of at
 # least STREAMED_MIN_BYTES, is pipelined through a workspace of two rows per
 # thread (`rows.softmax_pipelined`) where the workspaces fit the memory rule
-# (`fastsoftmax._backends.WORKSPACE_SHARE`), as in the C backend; streamed
-# log_softmax over such rows needs no workspace and is always pipelined (the
-# C backend's log_softmax gained nothing from it and is not).
+# (`fastsoftmax._backends.WORKSPACE_SHARE`), as in the C backend; without
+# one, rows of `rows.RESCALE_MIN_BYTES` to `rows.RESCALE_MAX_BYTES` keep their
+# exponentials in the output (`rows.softmax_rescaled`). Streamed
+# log_softmax over such rows needs no workspace and is always pipelined, as
+# the C backend's float32 log_softmax is.
 PIPELINED_ROW_MIN = 16384
 
 softmax_short = blocks.softmax
@@ -88,6 +90,15 @@ def softmax_pipelined(x, out, t, start, stop):
     else:
         rows.softmax_pipelined(x, out, t, start, stop)
     store_fence()
+
+
+@kernel
+def softmax_rescaled(x, out, t, start, stop):
+    """`softmax` of long rows too few for a workspace (`rows.softmax_rescaled`)."""
+    if t == 1.0:
+        rows.softmax_rescaled(x, out, x.dtype.type(1.0), start, stop)
+    else:
+        rows.softmax_rescaled(x, out, t, start, stop)
 
 
 @kernel

@@ -44,6 +44,13 @@ def softmax_pipelined(x, out, t, n_chunks):
 
 
 @parallel_kernel
+def softmax_rescaled(x, out, t, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.softmax_rescaled(x, out, t, start, stop)
+
+
+@parallel_kernel
 def log_softmax(x, out, t, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)

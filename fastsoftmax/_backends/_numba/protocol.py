@@ -8,7 +8,7 @@ across threads). Both Numba backends are a `Protocol` with their own ``run``.
 import numpy as np
 
 from .. import WORKSPACE_SHARE
-from . import kernels
+from . import kernels, rows
 from .blocks import SHORT_ROW_MAX
 
 _INT64 = np.iinfo(np.int64)
@@ -37,6 +37,17 @@ def _pipelines(x, out, threads):
     )
 
 
+def _rescales(x, out):
+    """Whether softmax takes `kernels.softmax_rescaled` (when it has no workspace, see
+    `_pipelines`): a large output, and rows too long for L2 but short enough that
+    each row's output is still in cache when it is scaled."""
+    row_bytes = x.shape[1] * x.itemsize
+    return (
+        out.nbytes >= kernels.STREAMED_MIN_BYTES
+        and rows.RESCALE_MIN_BYTES <= row_bytes <= rows.RESCALE_MAX_BYTES
+    )
+
+
 class Protocol:
     """Protocol functions that forward to ``run(name, rows, args)``.
 
@@ -50,6 +61,8 @@ class Protocol:
     def softmax(self, x, out, inv_temperature):
         if _pipelines(x, out, self._threads(x)):
             name = "softmax_pipelined"
+        elif _rescales(x, out):
+            name = "softmax_rescaled"
         else:
             name = _by_width("softmax", x)
         self._run(name, x, (x, out, float(inv_temperature)))

@@ -481,6 +481,123 @@ def log_softmax_unit_pipelined(x, out, start, stop):
         m, s = next_m, next_s
 
 
+# Softmax without a workspace (`softmax_rescaled`) takes rows of at least
+# RESCALE_MIN_BYTES (shorter rows fit L2 with their output, and `softmax`
+# was faster there: 200 x 65536 float32, 0.26-0.27 against 0.29-0.33 ns per
+# element) and at most RESCALE_MAX_BYTES, whose output is still in cache (L3)
+# when it is scaled. Each part of CHUNK elements keeps the running maximum
+# its exponentials were taken against.
+RESCALE_MIN_BYTES = 512 << 10
+RESCALE_MAX_BYTES = 2 << 20
+
+
+@helper
+def scale_parts(row, factors, start, stop):
+    """``row[j] *= factors[j // CHUNK]`` for ``start <= j < stop``."""
+    j = start
+    while j < stop:
+        end = min((j // CHUNK + 1) * CHUNK, stop)
+        part = row[j:end]
+        f = factors[j // CHUNK]
+        for k in range(part.shape[0]):
+            part[k] *= f
+        j = end
+
+
+@helper
+def rescale_step(x, e, t, maxima, prev, factors, pending, ahead, fetch):
+    """Row `x`'s exponentials into `e` (its output row, which may be `x`), a part of
+    ``CHUNK`` elements at a time against the running maximum, kept per part in
+    `maxima`; returns the row's maximum and the sum of `e` in float64.
+
+    Meanwhile, ``PIPE_BLOCK`` elements per turn, `prev` (the previous row's
+    output, when `pending`) is scaled in place by the factor of each of its
+    parts, and when `fetch`, `ahead` is prefetched into L2.
+    """
+    n = x.shape[0]
+    twice_hi, twice_lo = doubled(t, x)
+    in_place = x.ctypes.data == e.ctypes.data
+    buffer = stack_array(1, PIPE_BLOCK, x.dtype)[0]
+    m = x.dtype.type(-np.inf)
+    s = 0.0
+    for part in range((n + CHUNK - 1) // CHUNK):
+        start = part * CHUNK
+        stop = min(start + CHUNK, n)
+        part_max = row_max_skipping_nan(x[start:stop])
+        if part_max > m:
+            if m > -np.inf:
+                s *= exp((float(m) - float(part_max)) * float(t))
+            m = part_max
+        maxima[part] = m
+        # while every element so far is -inf or NaN, no shift: exact zeros, or NaN
+        shift = m if m > -np.inf else x.dtype.type(0.0)
+        half_shift = shift * x.dtype.type(0.5)
+        for block in range(start, stop, PIPE_BLOCK):
+            block_stop = min(block + PIPE_BLOCK, stop)
+            source = x[block:block_stop]
+            if in_place:  # a loop from the stack vectorizes without an overlap check
+                source = buffer[: block_stop - block]
+                source[:] = x[block:block_stop]
+            s += store_exp_chunk(
+                source, e[block:block_stop], shift, half_shift, twice_hi, twice_lo
+            )
+            if pending:
+                scale_parts(prev, factors, block, block_stop)
+            if fetch:
+                prefetch_span_to_l2(ahead, block, PIPE_BLOCK)  # past the row's end: harmless
+    return m, s
+
+
+@helper
+def rescale_factors(maxima, parts, m, s, t):
+    """A row's part maxima into the factors ``exp((part maximum - m) * t) / s``
+    that turn its exponentials into its softmax, in place; all NaN for a row
+    that is not usable (a NaN, an infinite maximum, or only ``-inf``)."""
+    usable = math.isfinite(m) and s == s
+    last = maxima.dtype.type(math.nan)
+    factor = last
+    for part in range(parts):
+        if usable and maxima[part] != last:  # the running maximum changes seldom
+            last = maxima[part]
+            factor = maxima.dtype.type(exp((float(last) - float(m)) * float(t)) / s)
+        maxima[part] = factor
+
+
+@helper
+def softmax_rescaled(x, out, t, start, stop):
+    """Softmax of the long rows ``start:stop`` of `x`, each output row its own workspace.
+
+    For rows too few for a workspace under the memory rule: each exponential
+    is computed once and kept in the output, against the running maximum of
+    its part of the row, and each part is scaled in place once the row's
+    maximum and sum are known. One row's scaling runs at the pace of the
+    next row's exponentials (`rescale_step`), while the row after is
+    prefetched: the row is read once, and its output written twice, the
+    second time from cache (the C backend's `softmax_rescaled`).
+    """
+    if start >= stop:
+        return
+    n = x.shape[1]
+    parts = (n + CHUNK - 1) // CHUNK
+    maxima = np.empty((2, parts), x.dtype)
+    filling = 0
+    for i in range(start - 1, stop):
+        pending = i >= start  # row i's output, still to scale
+        prev = unit_stride(out[max(i, start)])  # (not touched unless pending)
+        if i + 1 < stop:
+            fetch = i + 2 < stop
+            following = unit_stride(x[i + 1])
+            ahead = unit_stride(x[i + 2]) if fetch else following
+            m, s = rescale_step(
+                following, unit_stride(out[i + 1]), t, maxima[filling], prev,
+                maxima[1 - filling], pending, ahead, fetch,
+            )
+            rescale_factors(maxima[filling], parts, m, s, t)
+        elif pending:
+            scale_parts(prev, maxima[1 - filling], 0, n)
+        filling = 1 - filling
+
+
 @reduction
 def dot(a, b):
     """``sum(a * b)`` in float64."""
