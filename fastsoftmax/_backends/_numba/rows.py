@@ -505,18 +505,18 @@ def scale_parts(row, factors, start, stop):
 
 
 @helper
-def rescale_step(x, e, t, maxima, prev, factors, pending, ahead, fetch):
+def rescale_step(x, e, t, maxima, prev, factors, pending, ahead, fetch, in_place):
     """Row `x`'s exponentials into `e` (its output row, which may be `x`), a part of
     ``CHUNK`` elements at a time against the running maximum, kept per part in
     `maxima`; returns the row's maximum and the sum of `e` in float64.
 
     Meanwhile, ``PIPE_BLOCK`` elements per turn, `prev` (the previous row's
     output, when `pending`) is scaled in place by the factor of each of its
-    parts, and when `fetch`, `ahead` is prefetched into L2.
+    parts, and when `fetch`, `ahead` is prefetched into L2. `in_place` (``e`` is
+    ``x``) is a constant at each call, so that each call compiles to one loop.
     """
     n = x.shape[0]
     twice_hi, twice_lo = doubled(t, x)
-    in_place = x.ctypes.data == e.ctypes.data
     buffer = stack_array(1, PIPE_BLOCK, x.dtype)[0]
     m = x.dtype.type(-np.inf)
     s = 0.0
@@ -580,6 +580,7 @@ def softmax_rescaled(x, out, t, start, stop):
     n = x.shape[1]
     parts = (n + CHUNK - 1) // CHUNK
     maxima = np.empty((2, parts), x.dtype)
+    in_place = x.ctypes.data == out.ctypes.data
     filling = 0
     for i in range(start - 1, stop):
         pending = i >= start  # row i's output, still to scale
@@ -587,11 +588,17 @@ def softmax_rescaled(x, out, t, start, stop):
         if i + 1 < stop:
             fetch = i + 2 < stop
             following = unit_stride(x[i + 1])
+            e = unit_stride(out[i + 1])
             ahead = unit_stride(x[i + 2]) if fetch else following
-            m, s = rescale_step(
-                following, unit_stride(out[i + 1]), t, maxima[filling], prev,
-                maxima[1 - filling], pending, ahead, fetch,
-            )
+            filled, ready = maxima[filling], maxima[1 - filling]
+            if in_place:
+                m, s = rescale_step(
+                    following, e, t, filled, prev, ready, pending, ahead, fetch, True
+                )
+            else:
+                m, s = rescale_step(
+                    following, e, t, filled, prev, ready, pending, ahead, fetch, False
+                )
             rescale_factors(maxima[filling], parts, m, s, t)
         elif pending:
             scale_parts(prev, maxima[1 - filling], 0, n)
