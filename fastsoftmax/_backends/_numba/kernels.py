@@ -60,6 +60,13 @@ def softmax_rows(x, out, t, start, stop):
 def log_softmax_rows(x, out, t, start, stop):
     """Log-softmax of rows ``start:stop`` at inverse temperature `t`."""
     inplace = x.ctypes.data == out.ctypes.data
+    if not inplace and x.shape[1] <= rows.PAIRED_ROW_MAX:
+        for i in range(start, stop - 1, 2):
+            rows.log_softmax_pair(
+                unit_stride(x[i]), unit_stride(x[i + 1]), unit_stride(out[i]),
+                unit_stride(out[i + 1]), t,
+            )
+        start += (stop - start) // 2 * 2
     for i in range(start, stop):
         o = unit_stride(out[i])
         if inplace:
