@@ -975,7 +975,10 @@ static inline int F(streams_medium)(const REAL *out, int64_t rows, int64_t cols)
     ((w) == 2 ? FS_SHUFFLE2(a, b, 2, 3, 6, 7) : FS_SHUFFLE2(a, b, 1, 3, 5, 7))
 #endif
 
-/* v[0, VEC) into one vector whose lane r is the maximum (NaN skipped) of v[r]'s lanes; v is overwritten */
+/*
+ * v[0, VEC) into one vector whose lane r is the maximum (NaN skipped) of
+ * v[r]'s lanes; v is overwritten.
+ */
 FS_ALWAYS_INLINE F(vec) F(group_max)(F(vec) *v)
 {
     for (int w = VEC / 2, count = VEC; w > 0; w /= 2, count /= 2)
@@ -1615,7 +1618,8 @@ static inline int F(rescales_rows)(int64_t cols)
  * each of its parts, and `ahead` (NULL or the row after x) is prefetched
  * into L2 two lines per turn.
  */
-FS_ALWAYS_INLINE double F(rescale_step)(const REAL *x, REAL *e, int64_t n, F(factor) t, REAL *maxima, REAL *max_out, REAL *out,
+FS_ALWAYS_INLINE double F(rescale_step)(const REAL *x, REAL *e, int64_t n, F(factor) t,
+                                        REAL *maxima, REAL *max_out, REAL *out,
                                         const REAL *factors, const char *ahead)
 {
     int64_t i = 0, j = 0, fetched = 0, ahead_bytes = ahead ? n * (int64_t)sizeof(REAL) : 0;
@@ -1665,7 +1669,8 @@ FS_ALWAYS_INLINE double F(rescale_step)(const REAL *x, REAL *e, int64_t n, F(fac
                 F(vstore)(e + j, v, 0);
             }
             if (j < stop) { /* the -inf padding adds exact zeros */
-                F(vec) v = VECTOR_EXP(F(vgap)(F(vload_first)(x + j, stop - j, -INFINITY), mv, t, 0));
+                F(vec) v = F(vload_first)(x + j, stop - j, -INFINITY);
+                v = VECTOR_EXP(F(vgap)(v, mv, t, 0));
                 s1 += v;
                 F(vstore_first)(e + j, v, stop - j);
                 j = stop;
