@@ -1417,6 +1417,19 @@ FS_ALWAYS_INLINE F(vec) F(staged_max)(const REAL *x, int64_t n)
 }
 
 /*
+ * The pipelines' prefetch of the row after next: two more lines of `ahead`
+ * (ahead_bytes long) into L2 per turn, from byte *fetched on.
+ */
+FS_ALWAYS_INLINE void F(prefetch_turn)(const char *ahead, int64_t ahead_bytes, int64_t *fetched)
+{
+    if (*fetched < ahead_bytes) {
+        FS_PREFETCH_L2(ahead + *fetched);
+        FS_PREFETCH_L2(ahead + *fetched + 64);
+        *fetched += 128;
+    }
+}
+
+/*
  * One step of softmax_pipelined, each half when its flag is set: the
  * exponentials of row x into e, returning their sum (`compute`), and the
  * output of the previous row, out = ready * c, streamed (`store`). The two
@@ -1452,11 +1465,7 @@ FS_ALWAYS_INLINE double F(pipeline_step)(const REAL *x, REAL *e, REAL max, F(fac
                 F(vstore)(out + i + VEC, F(vload)(ready + i + VEC) * cv, stream);
                 i += 2 * VEC;
             }
-            if (fetched < ahead_bytes) {
-                FS_PREFETCH_L2(ahead + fetched);
-                FS_PREFETCH_L2(ahead + fetched + 64);
-                fetched += 128;
-            }
+            F(prefetch_turn)(ahead, ahead_bytes, &fetched);
         }
         total += __builtin_convertvector(s0 + s1, F(vec_wide)); /* lane by lane */
     }
@@ -1657,11 +1666,7 @@ FS_ALWAYS_INLINE double F(rescale_step)(const REAL *x, REAL *e, int64_t n, F(fac
                     F(vstore)(out + i + VEC, F(vload)(out + i + VEC) * f, 0);
                     i += 2 * VEC;
                 }
-                if (fetched < ahead_bytes) {
-                    FS_PREFETCH_L2(ahead + fetched);
-                    FS_PREFETCH_L2(ahead + fetched + 64);
-                    fetched += 128;
-                }
+                F(prefetch_turn)(ahead, ahead_bytes, &fetched);
             }
             for (; j + VEC <= stop; j += VEC) { /* the row's last elements */
                 F(vec) v = VECTOR_EXP(F(vgap)(F(vload)(x + j), mv, t, 0));
@@ -1831,11 +1836,7 @@ FS_ALWAYS_INLINE void F(lse_pipeline_step)(const REAL *x, F(factor) t, REAL *max
                 F(vstore)(out + i + VEC, F(vgap)(F(vload)(src + i + VEC), om, t, c), stream);
                 i += 2 * VEC;
             }
-            if (fetched < ahead_bytes) {
-                FS_PREFETCH_L2(ahead + fetched);
-                FS_PREFETCH_L2(ahead + fetched + 64);
-                fetched += 128;
-            }
+            F(prefetch_turn)(ahead, ahead_bytes, &fetched);
         }
         for (; j + VEC <= stop; j += VEC)
             s0 += VECTOR_EXP(F(vgap)(F(vload)(x + j), mv, t, 0));
