@@ -638,6 +638,23 @@ def test_large_log_softmax_outputs_are_streamed_at_any_alignment(backend, dtype)
     assert_matches_reference(scaled[picked], reference.log_softmax(x[picked], 2.0), "log")
 
 
+def _record_runs(monkeypatch, name, threads):
+    """A list that gets an entry each time the kernel `name` runs: the parallel one
+    when `threads` > 1 (it calls the serial one), else the serial one."""
+    from fastsoftmax._backends._numba import kernels, parallel
+
+    ran = []
+    called = parallel if threads > 1 else kernels
+    real = getattr(called, name)
+
+    def spy(*args):
+        ran.append(True)
+        return real(*args)
+
+    monkeypatch.setattr(called, name, spy)
+    return ran
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     "backend, threads", [("numba", 1), ("numba-parallel", 1), ("numba-parallel", 2)]
@@ -648,17 +665,9 @@ def test_long_softmax_rows_are_pipelined_through_a_workspace(
     # Rows of 16384+ classes, an output of 16 MiB+, and enough rows for two
     # workspace rows per thread within the memory rule: each exponential is
     # computed once and the rows are pipelined (`rows.softmax_pipelined`).
-    from fastsoftmax._backends._numba import kernels, parallel, protocol
+    from fastsoftmax._backends._numba import protocol
 
-    ran = []
-    called = parallel if threads > 1 else kernels  # (the parallel one calls the serial one)
-    real = called.softmax_pipelined
-
-    def spy(*args):
-        ran.append(True)
-        return real(*args)
-
-    monkeypatch.setattr(called, "softmax_pipelined", spy)
+    ran = _record_runs(monkeypatch, "softmax_pipelined", threads)
     previous = fastsoftmax.get_num_threads()
     fastsoftmax.set_num_threads(threads)
     try:
@@ -706,17 +715,9 @@ def test_long_softmax_rows_without_a_workspace_are_rescaled_in_their_output(
     # maximum, until the row's sum is known and the parts are scaled in place
     # (`rows.softmax_rescaled`), the scaling of one row beside the next row's
     # exponentials.
-    from fastsoftmax._backends._numba import kernels, parallel, protocol, rows
+    from fastsoftmax._backends._numba import kernels, protocol, rows
 
-    ran = []
-    called = parallel if threads > 1 else kernels
-    real = called.softmax_rescaled
-
-    def spy(*args):
-        ran.append(True)
-        return real(*args)
-
-    monkeypatch.setattr(called, "softmax_rescaled", spy)
+    ran = _record_runs(monkeypatch, "softmax_rescaled", threads)
     itemsize = np.dtype(dtype).itemsize
     n_cols = rows.RESCALE_MIN_BYTES // itemsize + 13
     n_rows = kernels.STREAMED_MIN_BYTES // (n_cols * itemsize) + 3 * threads
