@@ -9,6 +9,7 @@
 #include "fs_transpose.h"
 
 #define REAL float
+#define REAL_BYTES 4
 #define REAL_TINY 0x1p-149f
 #define NEXT_DOWN(x) nextafterf(x, 0.0f)
 #define SFX f32
@@ -19,8 +20,10 @@
 #define TRANSPOSE8 FS_HAVE_TRANSPOSE8
 #define VECTOR_ROWS FS_HAVE_VEC_EXP
 #define VECTOR_EXP(x) fs_expf_nonpositive_vec(x)
+#define VECTOR_GREATER(a, b) fs_vf32_select_greater(a, b)
 #include "fs_kernels.h"
 #undef REAL
+#undef REAL_BYTES
 #undef REAL_TINY
 #undef NEXT_DOWN
 #undef SFX
@@ -31,8 +34,10 @@
 #undef TRANSPOSE8
 #undef VECTOR_ROWS
 #undef VECTOR_EXP
+#undef VECTOR_GREATER
 
 #define REAL double
+#define REAL_BYTES 8
 #define REAL_TINY 0x1p-1074
 #define NEXT_DOWN(x) nextafter(x, 0.0)
 #define SFX f64
@@ -41,9 +46,13 @@
 #define EXP_ANY(x) fs_exp(x)
 #define LANE_LOG(x) log(x)
 #define TRANSPOSE8 0
-#define VECTOR_ROWS 0
+/* vector rows of at least four doubles: SSE2 builds keep the blocks of LANES */
+#define VECTOR_ROWS (FS_HAVE_VEC_EXP && FS_VECTOR_BYTES >= 32)
+#define VECTOR_EXP(x) fs_exp_nonpositive_vec(x)
+#define VECTOR_GREATER(a, b) fs_vf64_select_greater(a, b)
 #include "fs_kernels.h"
 #undef REAL
+#undef REAL_BYTES
 #undef REAL_TINY
 #undef NEXT_DOWN
 #undef SFX
@@ -54,6 +63,7 @@
 #undef TRANSPOSE8
 #undef VECTOR_ROWS
 #undef VECTOR_EXP
+#undef VECTOR_GREATER
 
 /* element-wise log, for accuracy tests */
 static void log_map_f32(const float *x, float *out, int64_t n)

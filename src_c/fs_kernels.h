@@ -11,9 +11,12 @@
  *   LANE_LOG(x)      log of REAL used lane by lane in the short-row kernels
  *   TRANSPOSE8       1 where REAL is float and fs_transpose.h has 8 x 8
  *                    transposes for this instruction set, else 0
- *   VECTOR_ROWS      1 where REAL is float and the compiler has vector
- *                    extensions (FS_HAVE_VEC_EXP), else 0; then
+ *   REAL_BYTES       sizeof(REAL), for the preprocessor
+ *   VECTOR_ROWS      1 where the compiler has vector extensions
+ *                    (FS_HAVE_VEC_EXP) and a register holds at least four
+ *                    REAL, else 0; then
  *   VECTOR_EXP(v)    EXP on a whole SIMD register of REAL
+ *   VECTOR_GREATER(a, b)  per lane a > b ? a : b (b where either is NaN)
  *   FS_VECTOR_BYTES  the SIMD register width of the instruction set
  *
  * Shape of the code. Hot loops work on blocks of LANES elements (four SIMD
@@ -169,8 +172,8 @@ typedef __typeof__((F(vec)){0} > (F(vec)){0}) F(vec_mask);
 
 static inline F(vec) F(vec_max)(F(vec) a, F(vec) b)
 {
-#if VECTOR_ROWS /* float32 where fs_math.h has vectors: one maxps */
-    return fs_vf32_select_greater(b, a);
+#if VECTOR_ROWS /* where fs_math.h has vectors: one maxps or maxpd */
+    return VECTOR_GREATER(b, a);
 #else
     F(vec_mask) b_wins = b > a;
     return (F(vec))((b_wins & (F(vec_mask))b) | (~b_wins & (F(vec_mask))a));
@@ -607,17 +610,20 @@ static inline int F(streams_long_rows)(int64_t rows, int64_t cols)
 
 /*
  * Whether log_softmax pipelines a call's long rows (log_softmax_pipelined,
- * float32 vector builds): from rows of 4096 classes, where it gains (2
+ * vector builds): float32 from rows of 4096 classes, where it gains (2
  * threads, Zen 4, in one process: 8192 x 4096 0.30 -> 0.22 ns/element,
- * 2048 x 16383 0.32 -> 0.21; 16384 x 2048 unchanged).
+ * 2048 x 16383 0.32 -> 0.21; 16384 x 2048 unchanged); float64 from the
+ * first rows past the medium ones (C harness, 2 threads: 8192 x 1100 0.58 ->
+ * 0.42, 5000 x 1600 0.64 -> 0.38, 4096 x 2048 0.65 -> 0.44).
  */
 #ifndef FS_LOG_PIPELINE_COLS
 #define FS_LOG_PIPELINE_COLS 4096
 #endif
+#define FS_LOG_PIPELINE_COLS_F64 1025
 static inline int F(pipelines_log_rows)(int64_t rows, int64_t cols)
 {
-    return cols >= FS_LOG_PIPELINE_COLS &&
-           rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES;
+    int64_t from = sizeof(REAL) == 4 ? FS_LOG_PIPELINE_COLS : FS_LOG_PIPELINE_COLS_F64;
+    return cols >= from && rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES;
 }
 
 /* ------------------------------------------------------------------ */
@@ -650,22 +656,22 @@ static inline int F(pipelines_log_rows)(int64_t rows, int64_t cols)
 #endif
 /*
  * v with each block of w lanes exchanged with its neighbour (w a power of two
- * < VEC). Medium rows are float32 only (VECTOR_ROWS), so VEC is
- * FS_VECTOR_BYTES / 4, a number the preprocessor can compare.
+ * < VEC). FS_VEC_LANES is VEC as a number the preprocessor can compare.
  */
-_Static_assert(sizeof(REAL) == 4, "medium rows are float32 only");
-#if FS_VECTOR_BYTES == 64
+#define FS_VEC_LANES (FS_VECTOR_BYTES / REAL_BYTES)
+_Static_assert(FS_VEC_LANES == VEC, "REAL_BYTES is sizeof(REAL)");
+#if FS_VEC_LANES == 16
 #define FS_SWAP_LANES(v, w)                                                             \
     ((w) == 8   ? FS_SHUFFLE(v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)   \
      : (w) == 4 ? FS_SHUFFLE(v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11)   \
      : (w) == 2 ? FS_SHUFFLE(v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13)   \
                 : FS_SHUFFLE(v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14))
-#elif FS_VECTOR_BYTES == 32
+#elif FS_VEC_LANES == 8
 #define FS_SWAP_LANES(v, w)                                                             \
     ((w) == 4   ? FS_SHUFFLE(v, 4, 5, 6, 7, 0, 1, 2, 3)                                 \
      : (w) == 2 ? FS_SHUFFLE(v, 2, 3, 0, 1, 6, 7, 4, 5)                                 \
                 : FS_SHUFFLE(v, 1, 0, 3, 2, 5, 4, 7, 6))
-#elif FS_VECTOR_BYTES == 16
+#elif FS_VEC_LANES == 4
 #define FS_SWAP_LANES(v, w) ((w) == 2 ? FS_SHUFFLE(v, 2, 3, 0, 1) : FS_SHUFFLE(v, 1, 0, 3, 2))
 #else
 #error "medium rows need 4, 8 or 16 lanes"
@@ -707,9 +713,12 @@ FS_ALWAYS_INLINE F(vec) F(vsplat)(REAL a)
 /* the first n (0 < n < VEC) elements of x, the other lanes `pad` */
 FS_ALWAYS_INLINE F(vec) F(vload_first)(const REAL *x, int64_t n, REAL pad)
 {
-#if FS_MASKED_PARTS
+#if FS_MASKED_PARTS && REAL_BYTES == 4
     __mmask16 first = (__mmask16)((1u << n) - 1);
     return (F(vec))_mm512_mask_loadu_ps(_mm512_set1_ps(pad), first, x);
+#elif FS_MASKED_PARTS
+    __mmask8 first = (__mmask8)((1u << n) - 1);
+    return (F(vec))_mm512_mask_loadu_pd(_mm512_set1_pd(pad), first, x);
 #else
     REAL v[VEC];
     for (int l = 0; l < VEC; l++)
@@ -721,8 +730,10 @@ FS_ALWAYS_INLINE F(vec) F(vload_first)(const REAL *x, int64_t n, REAL pad)
 /* p[0, n) = the first n (0 < n < VEC) lanes of v */
 FS_ALWAYS_INLINE void F(vstore_first)(REAL *p, F(vec) v, int64_t n)
 {
-#if FS_MASKED_PARTS
+#if FS_MASKED_PARTS && REAL_BYTES == 4
     _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#elif FS_MASKED_PARTS
+    _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)v);
 #else
     REAL a[VEC];
     memcpy(a, &v, sizeof a);
@@ -935,8 +946,12 @@ static inline int F(streams_medium)(const REAL *out, int64_t rows, int64_t cols)
  * ns/element; 200 and 256 classes (groups of 13 and 16 KiB) were slower,
  * 0.21 -> 0.22 and 0.19 -> 0.23. softmax, whose rows have no log and
  * already prefetch the next row, did not gain (128 classes 0.20 -> 0.23).
+ * float64 groups take half as many bytes: log_softmax, 2 threads, rows of
+ * 256 classes took 0.62 ns/element in groups (AVX2, 4 rows) and 0.55 one
+ * by one; rows of 128 classes 0.49-0.50 in groups (AVX-512, 8 rows) and
+ * 0.475 one by one.
  */
-#define GROUP_BYTES 8192
+#define GROUP_BYTES (REAL_BYTES == 4 ? 8192 : 4096)
 #define GROUP_COLS (GROUP_BYTES / VEC / (int64_t)sizeof(REAL))
 
 #if defined(__clang__) || __GNUC__ >= 12
@@ -948,7 +963,7 @@ static inline int F(streams_medium)(const REAL *out, int64_t rows, int64_t cols)
  * The blocks of w lanes at even (FS_EVEN_BLOCKS) or odd positions of a, then
  * those of b: lanes of the same row stay together, each half as wide.
  */
-#if FS_VECTOR_BYTES == 64
+#if FS_VEC_LANES == 16
 #define FS_EVEN_BLOCKS(a, b, w)                                                                  \
     ((w) == 8   ? FS_SHUFFLE2(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)     \
      : (w) == 4 ? FS_SHUFFLE2(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)   \
@@ -959,7 +974,7 @@ static inline int F(streams_medium)(const REAL *out, int64_t rows, int64_t cols)
      : (w) == 4 ? FS_SHUFFLE2(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31) \
      : (w) == 2 ? FS_SHUFFLE2(a, b, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31) \
                 : FS_SHUFFLE2(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31))
-#elif FS_VECTOR_BYTES == 32
+#elif FS_VEC_LANES == 8
 #define FS_EVEN_BLOCKS(a, b, w)                                       \
     ((w) == 4   ? FS_SHUFFLE2(a, b, 0, 1, 2, 3, 8, 9, 10, 11)         \
      : (w) == 2 ? FS_SHUFFLE2(a, b, 0, 1, 4, 5, 8, 9, 12, 13)         \
@@ -1112,15 +1127,19 @@ static void F(log_softmax_medium)(const REAL *x, int64_t x_stride, REAL *out,
  * to the medium path rather than to the short-row tile. With masked row ends
  * it wins from about 40 classes (AVX-512, float32, one thread: 48 classes
  * 1.16 -> 0.54 ns/element, 64 classes 1.37 -> 0.51, while 33 classes take
- * 1.34 against the tile's 0.79). Where row ends go through a local array,
- * the tile keeps every short row (AVX2, 44 classes: 1.83 against 1.17).
+ * 1.34 against the tile's 0.79), and float64 from 33 (2 threads, 40 classes
+ * 1.03 -> 0.56, 48 classes 1.13 -> 0.54; 33 classes even for softmax and
+ * 1.06 -> 0.68 for log_softmax; rows of 18 to 28 classes, ending in part of a
+ * vector, were slower). Where row ends go through a local array, the tile
+ * keeps every short row (AVX2, 44 classes: 1.83 against 1.17).
  */
 #if FS_MASKED_PARTS
-#define SOFTMAX_TILE_COLS 40
+#define SOFTMAX_TILE_COLS (REAL_BYTES == 4 ? 40 : 32)
 #endif
 #undef FS_MASKED_PARTS
 #undef FS_SHUFFLE
 #undef FS_SWAP_LANES
+#undef FS_VEC_LANES
 #undef FS_SHUFFLE2
 #undef FS_EVEN_BLOCKS
 #undef FS_ODD_BLOCKS
@@ -1503,7 +1522,7 @@ FS_ALWAYS_INLINE REAL F(pipeline_max)(const REAL *x, int64_t n)
     return F(row_max)(x, n);
 }
 
-/* pipeline_step of the vector builds in blocks of LANES (float64, builds without vectors) */
+/* pipeline_step of the vector builds in blocks of LANES, for builds without vector rows */
 FS_ALWAYS_INLINE double F(pipeline_step)(const REAL *x, REAL *e, REAL m, F(factor) t,
                                          REAL *out, const REAL *ready, REAL c, const char *ahead,
                                          int64_t n, int compute, int store)
@@ -1572,8 +1591,9 @@ static double F(pipeline_step_any)(const REAL *x, REAL *e, REAL m, F(factor) t, 
  * after is prefetched. Arithmetic, memory reads and memory writes then
  * overlap instead of taking turns: float32, 2 threads, Zen 4, in one
  * process, 1024 x 32000 0.28-0.30 -> 0.17-0.20 ns/element, about the time
- * of a streamed copy (0.17-0.19); 2048 x 16384 0.29 -> 0.22. float64 (and
- * the builds without vector extensions) take the steps in blocks of LANES.
+ * of a streamed copy (0.17-0.19); 2048 x 16384 0.29 -> 0.22. The builds
+ * without vector rows (no vector extensions, float64 with SSE2) take the
+ * steps in blocks of LANES.
  */
 static void F(softmax_pipelined)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
                                  int64_t rows, int64_t n, F(factor) t, REAL *work)
@@ -2570,9 +2590,22 @@ static void F(exp_map)(const REAL *x, REAL *out, int64_t n)
         out[i] = EXP_ANY(x[i]);
 }
 
+/*
+ * EXP, the exp the kernels apply to x - max(x). Where they also use its
+ * vector form, every other vector of x takes that form, so that the
+ * accuracy tests see both.
+ */
 static void F(exp_nonpositive_map)(const REAL *x, REAL *out, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
+    int64_t i = 0;
+#if VECTOR_ROWS
+    for (; i + 2 * VEC <= n; i += 2 * VEC) {
+        F(vstore)(out + i, VECTOR_EXP(F(vload)(x + i)), 0);
+        for (int64_t l = i + VEC; l < i + 2 * VEC; l++)
+            out[l] = EXP(x[l]);
+    }
+#endif
+    for (; i < n; i++)
         out[i] = EXP(x[i]);
 }
 

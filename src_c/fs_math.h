@@ -221,10 +221,11 @@ FS_ALWAYS_INLINE float fs_logf(float x)
 }
 
 /*
- * fs_expf_nonpositive on a whole SIMD register (GCC and Clang vector
- * extensions), the same operations in the same order: for kernels whose
- * loops GCC would not keep in registers when written lane by lane. Included
- * where FS_VECTOR_BYTES names the register width.
+ * fs_expf_nonpositive (and below, fs_exp_nonpositive) on a whole SIMD
+ * register (GCC and Clang vector extensions), the same operations in the
+ * same order: for kernels whose loops GCC would not keep in registers when
+ * written lane by lane. Included where FS_VECTOR_BYTES names the register
+ * width.
  */
 #if (defined(__GNUC__) || defined(__clang__)) && defined(FS_VECTOR_BYTES)
 #define FS_HAVE_VEC_EXP 1
@@ -277,6 +278,66 @@ FS_ALWAYS_INLINE fs_vf32 fs_expf_nonpositive_vec(fs_vf32 x)
     fs_vf32 p = scale + (r * scale + (r * r) * q);
 #endif
     return p * (fs_vf32)((fs_vu32)shifted << 23);
+}
+
+typedef double fs_vf64 __attribute__((vector_size(FS_VECTOR_BYTES)));
+typedef int64_t fs_vi64 __attribute__((vector_size(FS_VECTOR_BYTES)));
+typedef uint64_t fs_vu64 __attribute__((vector_size(FS_VECTOR_BYTES)));
+
+FS_ALWAYS_INLINE fs_vf64 fs_vf64_splat(double a)
+{
+    fs_vf64 v = {0};
+    return v + a;
+}
+
+/* per lane a > b ? a : b, so b where either is NaN (x86: one maxpd) */
+FS_ALWAYS_INLINE fs_vf64 fs_vf64_select_greater(fs_vf64 a, fs_vf64 b)
+{
+#if FS_X86_SIMD && FS_VECTOR_BYTES == 64
+    return (fs_vf64)_mm512_max_pd((__m512d)a, (__m512d)b);
+#elif FS_X86_SIMD && FS_VECTOR_BYTES == 32
+    return (fs_vf64)_mm256_max_pd((__m256d)a, (__m256d)b);
+#elif FS_X86_SIMD && FS_VECTOR_BYTES == 16
+    return (fs_vf64)_mm_max_pd((__m128d)a, (__m128d)b);
+#else
+    fs_vi64 a_wins = a > b;
+    return (fs_vf64)((a_wins & (fs_vi64)a) | (~a_wins & (fs_vi64)b));
+#endif
+}
+
+/*
+ * fs_exp_nonpositive on a whole SIMD register, lane for lane the same result.
+ * Arguments below -750 are raised to -750 (NaN stays NaN), whose exp rounds
+ * to 0 as the scalar function's select gives it; the rounding shifter
+ * carries the bias 1023 + 512 in its low bits, so that a shift alone makes
+ * 2^(k+512) (k >= -1082 here), against the polynomial's factor 2^-512.
+ */
+FS_ALWAYS_INLINE fs_vf64 fs_exp_nonpositive_vec(fs_vf64 x)
+{
+    const double shifter = 6755399441055744.0 + 1535.0; /* 1.5 * 2^52, plus the bias */
+    const double ln2_hi = 6.93147180369123816490e-01;
+    const double ln2_lo = 1.90821492927058770002e-10;
+    const double scale = 0x1p-512;
+    x = fs_vf64_select_greater(fs_vf64_splat(-750.0), x);
+    fs_vf64 shifted = x * 1.4426950408889634 + shifter;
+    fs_vf64 kf = shifted - shifter;
+    fs_vf64 r = x - kf * ln2_hi;
+    r = r - kf * ln2_lo;
+    fs_vf64 q = r * (2.500005286102709163e-8 * scale) + 2.763026339755934905e-7 * scale;
+    q = q * r + 2.755758647779778350e-6 * scale;
+    q = q * r + 2.480149305995927505e-5 * scale;
+    q = q * r + 1.984126950637735098e-4 * scale;
+    q = q * r + 1.388888894366424248e-3 * scale;
+    q = q * r + 8.333333333494593438e-3 * scale;
+    q = q * r + 4.166666666653004428e-2 * scale;
+    q = q * r + 1.666666666666641226e-1 * scale;
+    q = q * r + 5.000000000000010638e-1 * scale;
+#if FS_FMA
+    fs_vf64 p = (q * r + scale) * r + scale;
+#else
+    fs_vf64 p = scale + (r * scale + (r * r) * q);
+#endif
+    return p * (fs_vf64)((fs_vu64)shifted << 52);
 }
 #else
 #define FS_HAVE_VEC_EXP 0

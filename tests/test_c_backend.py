@@ -113,6 +113,29 @@ def test_exp_float64_within_one_ulp(isa):
         assert errors.max() < 1.0
 
 
+VECTOR_BYTES = {"baseline": 16, "avx2": 32, "avx512": 64}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_exp_gives_the_scalar_result_lane_for_lane(isa, dtype):
+    # vector_exp_nonpositive takes every other SIMD vector of its input through
+    # the vector form of the exp: with each vector of values given twice, the
+    # two forms meet every value
+    lanes = VECTOR_BYTES[isa] // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(3)
+    values = np.concatenate(
+        [
+            -rng.exponential(40, 20_000),
+            -rng.uniform(0, 800, 20_000),
+            [-np.inf, np.nan, 0.0, -0.0, -87.4, -103.9, -110.5, -745.1, -746.0, -760.0],
+        ]
+    ).astype(dtype)
+    values = values[: values.size // lanes * lanes].reshape(-1, 1, lanes)
+    got = c_backend.vector_exp_nonpositive(np.repeat(values, 2, axis=1).ravel())
+    bits = got.view(np.uint32 if dtype == np.float32 else np.uint64).reshape(-1, 2, lanes)
+    np.testing.assert_array_equal(bits[:, 0], bits[:, 1])
+
+
 def _special_rows(dtype, n_cols):
     rng = np.random.default_rng(n_cols)
     x = (rng.standard_normal((9, n_cols)) * 4).astype(dtype)
