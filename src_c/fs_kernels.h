@@ -610,20 +610,21 @@ static inline int F(streams_long_rows)(int64_t rows, int64_t cols)
 
 /*
  * Whether log_softmax pipelines a call's long rows (log_softmax_pipelined,
- * vector builds): float32 from rows of 4096 classes, where it gains (2
- * threads, Zen 4, in one process: 8192 x 4096 0.30 -> 0.22 ns/element,
- * 2048 x 16383 0.32 -> 0.21; 16384 x 2048 unchanged); float64 from the
- * first rows past the medium ones (C harness, 2 threads: 8192 x 1100 0.58 ->
- * 0.42, 5000 x 1600 0.64 -> 0.38, 4096 x 2048 0.65 -> 0.44).
+ * vector builds): from the first rows past the medium ones, but float32 rows
+ * of fewer than 2048 classes without AVX-512 keep the row-by-row path. C
+ * harness, 2 threads, Zen 4, row by row -> pipelined, ns/element: float32
+ * AVX-512 16384 x 1100 0.248 -> 0.215, 8192 x 2048 0.261 -> 0.192, 4096 x
+ * 4000 0.284 -> 0.168; float32 AVX2 16384 x 1100 0.266 -> 0.275, 8192 x 2048
+ * 0.262 -> 0.251; float64 AVX-512 8192 x 1100 0.58 -> 0.42, 4096 x 2048
+ * 0.65 -> 0.44; float64 AVX2 16384 x 1100 0.76 -> 0.66.
  */
 #ifndef FS_LOG_PIPELINE_COLS
-#define FS_LOG_PIPELINE_COLS 4096
+#define FS_LOG_PIPELINE_COLS (REAL_BYTES == 4 && FS_VECTOR_BYTES < 64 ? 2048 : 1025)
 #endif
-#define FS_LOG_PIPELINE_COLS_F64 1025
 static inline int F(pipelines_log_rows)(int64_t rows, int64_t cols)
 {
-    int64_t from = sizeof(REAL) == 4 ? FS_LOG_PIPELINE_COLS : FS_LOG_PIPELINE_COLS_F64;
-    return cols >= from && rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES;
+    return cols >= FS_LOG_PIPELINE_COLS &&
+           rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES;
 }
 
 /* ------------------------------------------------------------------ */
