@@ -636,10 +636,10 @@ static inline int F(pipelines_log_rows)(int64_t rows, int64_t cols)
  * Rows of SHORT_COLS < n <= MEDIUM_COLS elements, written with explicit SIMD
  * vectors: the row's maximum, sum and output in three short loops with two
  * accumulators each, softmax's exponentials kept in the output row (or, when
- * it is streamed, in a local buffer of 4 KiB).
+ * it is streamed, in a local buffer of MEDIUM_COLS elements).
  * The two accumulators take MEDIUM_PART elements, MEDIUM_PART / (2 VEC)
- * terms per lane in REAL (8 with AVX-512), no more than the blocks of the
- * long rows do; the parts add up in double.
+ * terms per lane in REAL (8 for float32 with AVX-512), no more than the
+ * blocks of the long rows do; the parts add up in double.
  *
  * A row costs little more than its exponentials only if nothing between
  * its passes goes through memory or a call: the helpers are forced inline
