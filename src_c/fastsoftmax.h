@@ -15,6 +15,12 @@
  *   state and are reentrant: any number of threads may call them at once on
  *   different (or the same read-only) data.
  *   Callers split large problems across threads by rows.
+ * - `output_bytes` (softmax, log_softmax) and the cross-entropy's
+ *   `grad_bytes` give the size of the whole output that a call writes rows
+ *   of: large outputs (16 MiB and more) are written past the caches with
+ *   streaming stores, and a problem split across threads passes the whole
+ *   size to each call, so that its parts choose as the whole would however
+ *   many threads share it.
  * - NaN and infinities follow the contract of fastsoftmax (DESIGN.md): a row
  *   holding NaN or +inf, or only -inf, gives a NaN row; -inf entries of other
  *   rows give exactly 0 (softmax) or exactly -inf (log_softmax).
@@ -30,26 +36,32 @@ typedef struct fs_ce_options {
     double label_smoothing; /* eps in [0, 1] */
     double z_loss;          /* weight of the lse**2 term */
     double grad_scale;      /* factor applied to every gradient row (1 / mean denominator) */
+    int64_t grad_bytes;     /* size of the whole gradient (see output_bytes above) */
 } fs_ce_options;
 
 /*
  * out = exp((x - max) * inv_temperature) / sum(...) per row. `work` is NULL
- * or fs_softmax_work_*(rows, cols) elements of scratch, no longer needed
- * once the call returns (one per concurrent call); given, long rows compute
- * each exponential once instead of twice. A count of 0 means no use for it.
+ * or fs_softmax_work_*(cols, output_bytes) elements of scratch, no longer
+ * needed once the call returns (one per concurrent call); given, long rows
+ * compute each exponential once instead of twice. A count of 0 means no use
+ * for it.
  */
 void fs_softmax_f32(const float *x, int64_t x_stride, float *out, int64_t out_stride,
-                    int64_t rows, int64_t cols, double inv_temperature, float *work);
+                    int64_t rows, int64_t cols, double inv_temperature, int64_t output_bytes,
+                    float *work);
 void fs_softmax_f64(const double *x, int64_t x_stride, double *out, int64_t out_stride,
-                    int64_t rows, int64_t cols, double inv_temperature, double *work);
-int64_t fs_softmax_work_f32(int64_t rows, int64_t cols);
-int64_t fs_softmax_work_f64(int64_t rows, int64_t cols);
+                    int64_t rows, int64_t cols, double inv_temperature, int64_t output_bytes,
+                    double *work);
+int64_t fs_softmax_work_f32(int64_t cols, int64_t output_bytes);
+int64_t fs_softmax_work_f64(int64_t cols, int64_t output_bytes);
 
 /* out = (x - max) * inv_temperature - log(sum(exp(...))) per row. */
 void fs_log_softmax_f32(const float *x, int64_t x_stride, float *out, int64_t out_stride,
-                        int64_t rows, int64_t cols, double inv_temperature);
+                        int64_t rows, int64_t cols, double inv_temperature,
+                        int64_t output_bytes);
 void fs_log_softmax_f64(const double *x, int64_t x_stride, double *out, int64_t out_stride,
-                        int64_t rows, int64_t cols, double inv_temperature);
+                        int64_t rows, int64_t cols, double inv_temperature,
+                        int64_t output_bytes);
 
 /* out[i] = max + log(sum(exp(x - max))) of row i, one pass over the row;
  * -inf for rows of only -inf, +inf for rows with +inf, NaN for rows with NaN. */

@@ -82,37 +82,45 @@ static const fs_kernel_table *kernels(void)
 }
 
 void fs_softmax_f32(const float *x, int64_t x_stride, float *out, int64_t out_stride,
-                    int64_t rows, int64_t cols, double inv_temperature, float *work)
+                    int64_t rows, int64_t cols, double inv_temperature, int64_t output_bytes,
+                    float *work)
 {
-    kernels()->softmax_f32(x, x_stride, out, out_stride, rows, cols, inv_temperature, work);
+    kernels()->softmax_f32(x, x_stride, out, out_stride, rows, cols, inv_temperature,
+                           output_bytes, work);
 }
 
 void fs_softmax_f64(const double *x, int64_t x_stride, double *out, int64_t out_stride,
-                    int64_t rows, int64_t cols, double inv_temperature, double *work)
+                    int64_t rows, int64_t cols, double inv_temperature, int64_t output_bytes,
+                    double *work)
 {
-    kernels()->softmax_f64(x, x_stride, out, out_stride, rows, cols, inv_temperature, work);
+    kernels()->softmax_f64(x, x_stride, out, out_stride, rows, cols, inv_temperature,
+                           output_bytes, work);
 }
 
-int64_t fs_softmax_work_f32(int64_t rows, int64_t cols)
+int64_t fs_softmax_work_f32(int64_t cols, int64_t output_bytes)
 {
-    return kernels()->softmax_work_f32(rows, cols);
+    return kernels()->softmax_work_f32(cols, output_bytes);
 }
 
-int64_t fs_softmax_work_f64(int64_t rows, int64_t cols)
+int64_t fs_softmax_work_f64(int64_t cols, int64_t output_bytes)
 {
-    return kernels()->softmax_work_f64(rows, cols);
+    return kernels()->softmax_work_f64(cols, output_bytes);
 }
 
 void fs_log_softmax_f32(const float *x, int64_t x_stride, float *out, int64_t out_stride,
-                        int64_t rows, int64_t cols, double inv_temperature)
+                        int64_t rows, int64_t cols, double inv_temperature,
+                        int64_t output_bytes)
 {
-    kernels()->log_softmax_f32(x, x_stride, out, out_stride, rows, cols, inv_temperature);
+    kernels()->log_softmax_f32(x, x_stride, out, out_stride, rows, cols, inv_temperature,
+                               output_bytes);
 }
 
 void fs_log_softmax_f64(const double *x, int64_t x_stride, double *out, int64_t out_stride,
-                        int64_t rows, int64_t cols, double inv_temperature)
+                        int64_t rows, int64_t cols, double inv_temperature,
+                        int64_t output_bytes)
 {
-    kernels()->log_softmax_f64(x, x_stride, out, out_stride, rows, cols, inv_temperature);
+    kernels()->log_softmax_f64(x, x_stride, out, out_stride, rows, cols, inv_temperature,
+                               output_bytes);
 }
 
 void fs_logsumexp_f32(const float *x, int64_t x_stride, float *out, int64_t rows, int64_t cols)

@@ -58,14 +58,15 @@ enum { FS_ISA_BASELINE = 0, FS_ISA_AVX2 = 1, FS_ISA_AVX512 = 2 };
 
 typedef struct fs_kernel_table {
     void (*softmax_f32)(const float *, int64_t, float *, int64_t, int64_t, int64_t, double,
-                        float *);
+                        int64_t, float *);
     void (*softmax_f64)(const double *, int64_t, double *, int64_t, int64_t, int64_t, double,
-                        double *);
+                        int64_t, double *);
     int64_t (*softmax_work_f32)(int64_t, int64_t);
     int64_t (*softmax_work_f64)(int64_t, int64_t);
-    void (*log_softmax_f32)(const float *, int64_t, float *, int64_t, int64_t, int64_t, double);
+    void (*log_softmax_f32)(const float *, int64_t, float *, int64_t, int64_t, int64_t, double,
+                            int64_t);
     void (*log_softmax_f64)(const double *, int64_t, double *, int64_t, int64_t, int64_t,
-                            double);
+                            double, int64_t);
     void (*logsumexp_f32)(const float *, int64_t, float *, int64_t, int64_t);
     void (*logsumexp_f64)(const double *, int64_t, double *, int64_t, int64_t);
     void (*softmax_backward_f32)(const float *, int64_t, const float *, int64_t, float *,

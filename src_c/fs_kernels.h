@@ -230,16 +230,17 @@ static inline void F(store_block)(REAL *out, const REAL *v, int stream)
 }
 
 /*
- * Whether a call writing rows * cols elements to out (row stride out_stride)
- * streams its stores: large outputs whose every row starts on a vector
+ * Whether a call writing rows to out (row stride out_stride), part of an
+ * output of output_bytes, streams its stores: large outputs whose every row
+ * starts on a vector
  * boundary (medium rows decide by F(streams_medium)). Streaming only the
  * rows that happen to start aligned was slower than caching every store:
  * log_softmax over 1000 classes (rows of 4000 bytes, every other one
  * aligned) 2x (Zen 4).
  */
-static inline int F(streams)(const REAL *out, int64_t out_stride, int64_t rows, int64_t cols)
+static inline int F(streams)(const REAL *out, int64_t out_stride, int64_t output_bytes)
 {
-    return rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES &&
+    return output_bytes >= FS_STREAM_MIN_BYTES &&
            fs_stream_aligned(out) && (out_stride * (int64_t)sizeof(REAL)) % FS_VECTOR_BYTES == 0;
 }
 
@@ -602,10 +603,9 @@ static void F(online_output_row)(const REAL *x, REAL *out, int64_t n, F(factor) 
 #ifndef FS_STREAM_LONG_COLS
 #define FS_STREAM_LONG_COLS 16384
 #endif
-static inline int F(streams_long_rows)(int64_t rows, int64_t cols)
+static inline int F(streams_long_rows)(int64_t cols, int64_t output_bytes)
 {
-    return cols >= FS_STREAM_LONG_COLS &&
-           rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES;
+    return cols >= FS_STREAM_LONG_COLS && output_bytes >= FS_STREAM_MIN_BYTES;
 }
 
 /*
@@ -621,10 +621,9 @@ static inline int F(streams_long_rows)(int64_t rows, int64_t cols)
 #ifndef FS_LOG_PIPELINE_COLS
 #define FS_LOG_PIPELINE_COLS (REAL_BYTES == 4 && FS_VECTOR_BYTES < 64 ? 2048 : 1025)
 #endif
-static inline int F(pipelines_log_rows)(int64_t rows, int64_t cols)
+static inline int F(pipelines_log_rows)(int64_t cols, int64_t output_bytes)
 {
-    return cols >= FS_LOG_PIPELINE_COLS &&
-           rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES;
+    return cols >= FS_LOG_PIPELINE_COLS && output_bytes >= FS_STREAM_MIN_BYTES;
 }
 
 /* ------------------------------------------------------------------ */
@@ -927,10 +926,9 @@ FS_ALWAYS_INLINE void F(medium_store)(REAL *dest, const REAL *src, int64_t n, F(
 #ifndef FS_STREAM_MEDIUM_COLS
 #define FS_STREAM_MEDIUM_COLS 512
 #endif
-static inline int F(streams_medium)(const REAL *out, int64_t rows, int64_t cols)
+static inline int F(streams_medium)(const REAL *out, int64_t cols, int64_t output_bytes)
 {
-    return FS_HAVE_STREAM && cols >= FS_STREAM_MEDIUM_COLS &&
-           rows * cols * (int64_t)sizeof(REAL) >= FS_STREAM_MIN_BYTES &&
+    return FS_HAVE_STREAM && cols >= FS_STREAM_MEDIUM_COLS && output_bytes >= FS_STREAM_MIN_BYTES &&
            (uintptr_t)out % sizeof(REAL) == 0;
 }
 
@@ -1780,14 +1778,18 @@ static void F(softmax_rescaled)(const REAL *x, int64_t x_stride, REAL *out, int6
 }
 #endif
 
-/* Elements of workspace softmax uses for a call over rows x cols: two rows where they stream. */
-static int64_t F(softmax_work)(int64_t rows, int64_t cols)
+/*
+ * Elements of workspace softmax uses for a call over rows of cols classes,
+ * part of an output of output_bytes: two rows where they stream.
+ */
+static int64_t F(softmax_work)(int64_t cols, int64_t output_bytes)
 {
-    return F(streams_long_rows)(rows, cols) ? 2 * cols : 0;
+    return F(streams_long_rows)(cols, output_bytes) ? 2 * cols : 0;
 }
 
 static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
-                       int64_t rows, int64_t cols, double inv_temperature, REAL *work)
+                       int64_t rows, int64_t cols, double inv_temperature, int64_t output_bytes,
+                       REAL *work)
 {
     F(factor) t = F(factor_of)(inv_temperature);
     if (cols <= SOFTMAX_TILE_COLS) {
@@ -1796,14 +1798,14 @@ static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_s
     }
 #if VECTOR_ROWS
     if (cols <= MEDIUM_COLS) {
-        int stream = F(streams_medium)(out, rows, cols);
+        int stream = F(streams_medium)(out, cols, output_bytes);
         F(softmax_medium)(x, x_stride, out, out_stride, rows, cols, t, stream);
         if (stream)
             fs_stream_fence();
         return;
     }
 #endif
-    int stream = F(streams_long_rows)(rows, cols);
+    int stream = F(streams_long_rows)(cols, output_bytes);
     if (stream && work) {
         F(softmax_pipelined)(x, x_stride, out, out_stride, rows, cols, t, work);
 #if VECTOR_ROWS
@@ -1916,7 +1918,8 @@ static void F(log_softmax_pipelined)(const REAL *x, int64_t x_stride, REAL *out,
 #endif
 
 static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
-                           int64_t rows, int64_t cols, double inv_temperature)
+                           int64_t rows, int64_t cols, double inv_temperature,
+                           int64_t output_bytes)
 {
     F(factor) t = F(factor_of)(inv_temperature);
     if (cols <= SOFTMAX_TILE_COLS) {
@@ -1925,16 +1928,17 @@ static void F(log_softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t o
     }
 #if VECTOR_ROWS
     if (cols <= MEDIUM_COLS) {
-        int stream = F(streams_medium)(out, rows, cols);
+        int stream = F(streams_medium)(out, cols, output_bytes);
         F(log_softmax_medium)(x, x_stride, out, out_stride, rows, cols, t, stream);
         if (stream)
             fs_stream_fence();
         return;
     }
 #endif
-    int stream = F(streams)(out, out_stride, rows, cols) || F(streams_long_rows)(rows, cols);
+    int stream = F(streams)(out, out_stride, output_bytes) ||
+                 F(streams_long_rows)(cols, output_bytes);
 #if VECTOR_ROWS
-    if (F(pipelines_log_rows)(rows, cols)) {
+    if (F(pipelines_log_rows)(cols, output_bytes)) {
         F(log_softmax_pipelined)(x, x_stride, out, out_stride, rows, cols, t);
         fs_stream_fence();
         return;
@@ -2294,7 +2298,7 @@ static void F(cross_entropy)(const REAL *logits, int64_t logits_stride, const in
                                grad_stride, rows, cols, o);
         return;
     }
-    int stream = grad && F(streams)(grad, grad_stride, rows, cols);
+    int stream = grad && F(streams)(grad, grad_stride, o->grad_bytes);
     for (int64_t r = 0; r < rows; r++) {
         REAL *g = grad ? grad + r * grad_stride : NULL;
         if (target[r] == o->ignore_index) {
@@ -2406,7 +2410,7 @@ static void F(cross_entropy_probs)(const REAL *logits, int64_t logits_stride,
 {
     double eps = o->label_smoothing;
     REAL keep = (REAL)(1.0 - eps), spread = (REAL)(eps / (double)cols);
-    int stream = grad && F(streams)(grad, grad_stride, rows, cols);
+    int stream = grad && F(streams)(grad, grad_stride, o->grad_bytes);
     for (int64_t r = 0; r < rows; r++) {
         const REAL *z = logits + r * logits_stride, *t = target + r * target_stride;
         REAL *g = grad ? grad + r * grad_stride : NULL;

@@ -11,7 +11,8 @@
 #define FS_HAVE_STREAM FS_X86_SIMD
 
 /*
- * Outputs of at least this many bytes per kernel call are streamed: past
+ * Outputs of at least this many bytes are streamed (the size of the whole
+ * output, which callers pass to each call that writes part of it): past
  * the size of a last-level cache, caching them gains nothing. (The C tests
  * set it to 0 to run the streaming paths on small data.)
  */

@@ -382,13 +382,57 @@ def test_softmax_lends_a_workspace_only_within_the_memory_rule(threads, lent_wor
     assert c_backend.WORKSPACE_SHARE < 0.01
     threads(1)
     x = np.zeros((200, 21_000), np.float32)  # rows long enough, outputs large enough ...
-    assert c_backend.lib.fs_softmax_work_f32(*x.shape) == 2 * x.shape[1]  # two rows
-    assert c_backend.lib.fs_softmax_work_f64(*x.shape) == 2 * x.shape[1]
+    assert c_backend.lib.fs_softmax_work_f32(x.shape[1], x.nbytes) == 2 * x.shape[1]  # two rows
+    assert c_backend.lib.fs_softmax_work_f64(x.shape[1], 2 * x.nbytes) == 2 * x.shape[1]
     fastsoftmax.softmax(x, out=np.empty_like(x), backend="c")
     assert lent_workspaces == [False]  # ... but two rows are 1 % of the input
     fastsoftmax.softmax(x[:, :1000], backend="c")
-    assert c_backend.lib.fs_softmax_work_f32(100, 1000) == 0  # medium rows need none
-    assert c_backend.lib.fs_softmax_work_f32(2, 32_000) == 0  # nor outputs too small to stream
+    assert c_backend.lib.fs_softmax_work_f32(1000, x.nbytes) == 0  # medium rows need none
+    assert c_backend.lib.fs_softmax_work_f32(32_000, 256_000) == 0  # nor outputs too small to stream
+
+
+@pytest.fixture
+def output_sizes_told(monkeypatch):
+    """For each C kernel call that writes rows, the output size it was told."""
+    told = []
+    real = c_backend._function
+
+    def spy(op, dtype):
+        kernel = real(op, dtype)
+        if op not in ("softmax", "log_softmax", "cross_entropy", "cross_entropy_probs"):
+            return kernel
+
+        def call(*args):
+            if op.startswith("cross_entropy"):
+                told.append((op, args[-1].grad_bytes))
+            else:  # x, x_stride, out, out_stride, rows, cols, inv_temperature, output_bytes
+                told.append((op, args[7]))
+            return kernel(*args)
+
+        return call
+
+    monkeypatch.setattr(c_backend, "_function", spy)
+    return told
+
+
+def test_every_range_is_told_the_whole_output_size(threads, output_sizes_told):
+    # Whether stores stream past the caches must not depend on how many threads
+    # share a call: with 3 threads each range writes a third of a 20 MB output,
+    # and is told 20 MB, as a call on one thread would be.
+    threads(3)
+    x = np.zeros((160, 32_000), np.float32)
+    out = np.empty_like(x)
+    fastsoftmax.softmax(x, out=out, backend="c")
+    fastsoftmax.log_softmax(x, out=out, backend="c")
+    target = np.zeros(len(x), np.int64)
+    fastsoftmax.cross_entropy(x, target, return_grad=True, grad_out=out, backend="c")
+    fastsoftmax.cross_entropy(x, target, backend="c")  # no gradient: nothing to stream
+    assert output_sizes_told == (
+        [("softmax", out.nbytes)] * 3
+        + [("log_softmax", out.nbytes)] * 3
+        + [("cross_entropy", out.nbytes)] * 3
+        + [("cross_entropy", 0)] * 3
+    )
 
 
 def test_rows_are_split_into_one_range_per_thread(threads):

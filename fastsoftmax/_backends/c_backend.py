@@ -25,6 +25,11 @@ and over a thread pool written in C because:
   and those stay on the calling thread (fewer than `MIN_ELEMENTS_PER_THREAD`
   elements per thread).
 
+Each range is told the size of the whole output it is part of: a kernel
+streams its stores past the caches for large outputs, and that choice must be
+the same whether a call runs on two threads or on sixteen (a range of a 64 MB
+output is 4 MB there).
+
 Calls from many Python threads at once are safe: the kernels are reentrant,
 and a caller whose ranges are still queued behind other calls runs them itself
 rather than waiting.
@@ -183,41 +188,38 @@ def _run(part, n_rows, n_elements):
 # ---------------------------------------------------------------------------
 
 
-def _rowwise(op, x, out, inv_temperature):
-    fn = _function(op, x.dtype)
-    src, dst = _Rows(x), _Rows(out)
-    n_rows, n_cols = x.shape
-
-    def part(start, stop):
-        rows = stop - start
-        fn(src.at(start), src.stride, dst.at(start), dst.stride, rows, n_cols, inv_temperature)
-
-    _run(part, n_rows, x.size)
-
-
 def softmax(x, out, inv_temperature):
     fn = _function("softmax", x.dtype)
-    work_size = _function("softmax_work", x.dtype)
     src, dst = _Rows(x), _Rows(out)
     n_rows, n_cols = x.shape
+    # every range is told the size of the whole output, so that they all
+    # choose to stream their stores (or not) as one call over it would
+    output_bytes = out.size * out.itemsize
     threads = thread_count(n_rows, x.size)
-    # one workspace per thread, of the size the smallest range wants
-    wanted = work_size(n_rows // threads, n_cols)
-    lend = 0 < threads * wanted <= x.size * WORKSPACE_SHARE
+    # one workspace per thread, lent where they all fit the memory rule
+    size = _function("softmax_work", x.dtype)(n_cols, output_bytes)
+    lend = 0 < threads * size <= x.size * WORKSPACE_SHARE
 
     def part(start, stop):
-        rows = stop - start
-        size = work_size(rows, n_cols) if lend else 0
-        work = np.empty(size, x.dtype) if size else None  # held until the call returns
-        pointer = ffi.cast(_C_TYPES[x.dtype][0], ffi.from_buffer(work)) if size else ffi.NULL
-        fn(src.at(start), src.stride, dst.at(start), dst.stride, rows, n_cols, inv_temperature,
-           pointer)
+        work = np.empty(size, x.dtype) if lend else None  # held until the call returns
+        pointer = ffi.cast(_C_TYPES[x.dtype][0], ffi.from_buffer(work)) if lend else ffi.NULL
+        fn(src.at(start), src.stride, dst.at(start), dst.stride, stop - start, n_cols,
+           inv_temperature, output_bytes, pointer)
 
     _run(part, n_rows, x.size)
 
 
 def log_softmax(x, out, inv_temperature):
-    _rowwise("log_softmax", x, out, inv_temperature)
+    fn = _function("log_softmax", x.dtype)
+    src, dst = _Rows(x), _Rows(out)
+    n_rows, n_cols = x.shape
+    output_bytes = out.size * out.itemsize  # the whole output's, as in softmax
+
+    def part(start, stop):
+        fn(src.at(start), src.stride, dst.at(start), dst.stride, stop - start, n_cols,
+           inv_temperature, output_bytes)
+
+    _run(part, n_rows, x.size)
 
 
 def logsumexp(x, out):
@@ -261,6 +263,8 @@ def cross_entropy(
             "label_smoothing": label_smoothing,
             "z_loss": z_loss,
             "grad_scale": grad_scale,
+            # the whole gradient's, as in softmax
+            "grad_bytes": 0 if grad_out is None else grad_out.size * grad_out.itemsize,
         },
     )
     z, loss = _Rows(logits), _Rows(loss_out)

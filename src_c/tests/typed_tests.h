@@ -78,13 +78,14 @@ static void T(round_values)(double *values, int64_t n)
 static void T(rowwise)(int form, const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
                        int64_t rows, int64_t cols, double t)
 {
+    int64_t bytes = rows * cols * (int64_t)sizeof(REAL);
     if (form == 2) {
-        T(fs_log_softmax)(x, x_stride, out, out_stride, rows, cols, t);
+        T(fs_log_softmax)(x, x_stride, out, out_stride, rows, cols, t, bytes);
         return;
     }
-    int64_t size = form == 1 ? T(fs_softmax_work)(rows, cols) : 0;
+    int64_t size = form == 1 ? T(fs_softmax_work)(cols, bytes) : 0;
     REAL *work = size ? malloc((size_t)size * sizeof(REAL)) : NULL;
-    T(fs_softmax)(x, x_stride, out, out_stride, rows, cols, t, work);
+    T(fs_softmax)(x, x_stride, out, out_stride, rows, cols, t, bytes, work);
     free(work);
 }
 
@@ -238,7 +239,8 @@ static void T(test_cross_entropy)(const double *x, int64_t rows, int64_t cols, i
     for (int variant = 0; variant < 16; variant++) {
         int weighted = variant & 1, in_place = variant & 2, soft = variant & 4,
             smoothing = variant & 8;
-        fs_ce_options o = {-100, smoothing ? 0.1 : 0.0, soft ? 1e-3 : 0.0, 0.5};
+        fs_ce_options o = {-100, smoothing ? 0.1 : 0.0, soft ? 1e-3 : 0.0, 0.5,
+                           rows * cols * (int64_t)sizeof(REAL)};
         const double *wr = weighted ? w : NULL;
         for (int64_t r = 0; r < rows; r++)
             want_loss[r] = T(ref_cross_entropy)(x + r * cols, cols, target[r],
