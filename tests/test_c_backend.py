@@ -283,25 +283,32 @@ def threads():
     fastsoftmax.set_num_threads(previous)
 
 
-@pytest.fixture
-def lent_workspaces(monkeypatch):
-    """For each softmax kernel call, whether it was given a workspace."""
+def _record_kernel_calls(monkeypatch, ops, entry):
+    """Spy on the C kernels named in `ops`: the list of ``entry(op, args)`` of each call."""
     calls = []
     real = c_backend._function
 
     def spy(op, dtype):
         kernel = real(op, dtype)
-        if op != "softmax":
+        if op not in ops:
             return kernel
 
         def call(*args):
-            calls.append(args[-1] != c_backend.ffi.NULL)
+            calls.append(entry(op, args))
             return kernel(*args)
 
         return call
 
     monkeypatch.setattr(c_backend, "_function", spy)
     return calls
+
+
+@pytest.fixture
+def lent_workspaces(monkeypatch):
+    """For each softmax kernel call, whether it was given a workspace."""
+    return _record_kernel_calls(
+        monkeypatch, ("softmax",), lambda op, args: args[-1] != c_backend.ffi.NULL
+    )
 
 
 def _long_special_rows(dtype, seed):
@@ -388,31 +395,20 @@ def test_softmax_lends_a_workspace_only_within_the_memory_rule(threads, lent_wor
     assert lent_workspaces == [False]  # ... but two rows are 1 % of the input
     fastsoftmax.softmax(x[:, :1000], backend="c")
     assert c_backend.lib.fs_softmax_work_f32(1000, x.nbytes) == 0  # medium rows need none
-    assert c_backend.lib.fs_softmax_work_f32(32_000, 256_000) == 0  # nor outputs too small to stream
+    assert c_backend.lib.fs_softmax_work_f32(32_000, 256_000) == 0  # nor small outputs
 
 
 @pytest.fixture
 def output_sizes_told(monkeypatch):
     """For each C kernel call that writes rows, the output size it was told."""
-    told = []
-    real = c_backend._function
 
-    def spy(op, dtype):
-        kernel = real(op, dtype)
-        if op not in ("softmax", "log_softmax", "cross_entropy", "cross_entropy_probs"):
-            return kernel
+    def told(op, args):
+        if op.startswith("cross_entropy"):
+            return op, args[-1].grad_bytes
+        return op, args[7]  # x, x_stride, out, out_stride, rows, cols, inv_temperature, bytes
 
-        def call(*args):
-            if op.startswith("cross_entropy"):
-                told.append((op, args[-1].grad_bytes))
-            else:  # x, x_stride, out, out_stride, rows, cols, inv_temperature, output_bytes
-                told.append((op, args[7]))
-            return kernel(*args)
-
-        return call
-
-    monkeypatch.setattr(c_backend, "_function", spy)
-    return told
+    ops = ("softmax", "log_softmax", "cross_entropy", "cross_entropy_probs")
+    return _record_kernel_calls(monkeypatch, ops, told)
 
 
 def test_every_range_is_told_the_whole_output_size(threads, output_sizes_told):

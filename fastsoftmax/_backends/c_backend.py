@@ -200,7 +200,7 @@ def softmax(x, out, inv_temperature):
     n_rows, n_cols = x.shape
     # every range is told the size of the whole output, so that they all
     # choose to stream their stores (or not) as one call over it would
-    output_bytes = out.size * out.itemsize
+    output_bytes = out.nbytes
     threads = thread_count(n_rows, x.size)
     # one workspace per thread, lent where they all fit the memory rule
     size = _function("softmax_work", x.dtype)(n_cols, output_bytes)
@@ -219,7 +219,7 @@ def log_softmax(x, out, inv_temperature):
     fn = _function("log_softmax", x.dtype)
     src, dst = _Rows(x), _Rows(out)
     n_rows, n_cols = x.shape
-    output_bytes = out.size * out.itemsize  # the whole output's, as in softmax
+    output_bytes = out.nbytes  # the whole output's, as in softmax
 
     def part(start, stop):
         fn(src.at(start), src.stride, dst.at(start), dst.stride, stop - start, n_cols,
@@ -270,7 +270,7 @@ def cross_entropy(
             "z_loss": z_loss,
             "grad_scale": grad_scale,
             # the whole gradient's, as in softmax
-            "grad_bytes": 0 if grad_out is None else grad_out.size * grad_out.itemsize,
+            "grad_bytes": 0 if grad_out is None else grad_out.nbytes,
         },
     )
     z, loss = _Rows(logits), _Rows(loss_out)
