@@ -1822,11 +1822,39 @@ static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_s
 
 #if VECTOR_ROWS
 /*
+ * The part (of MEDIUM_PART elements) of row x that lse_pipeline_step takes
+ * first, the others following in turn and wrapping around: the one whose
+ * loads run about 1.5 KiB ahead of the stores to `out` modulo 4 KiB. A
+ * load whose address bits 11:0 match those of a store still in flight
+ * waits for it (4K aliasing), and the two streams advance at one pace: with
+ * rows of 256000 float32 (a stride of a whole number of pages) and x and
+ * out both 16 bytes past a page, as NumPy allocates them, each load met the
+ * store made a turn before it and log_softmax took 18.9 ms instead of 11.7
+ * (64 x 256000, AVX2, 2 threads). The order of the parts changes only the
+ * order of the sum's terms.
+ */
+static inline int64_t F(first_part)(const REAL *x, const REAL *out, int64_t parts)
+{
+    const int64_t page = 4096, target = 1536, part_bytes = MEDIUM_PART * (int64_t)sizeof(REAL);
+    int64_t best = 0, best_miss = page;
+    for (int64_t p = 0; p < parts && p * part_bytes < page; p++) {
+        int64_t ahead = (int64_t)(((uintptr_t)x + (uintptr_t)(p * part_bytes) - (uintptr_t)out) %
+                                  (uintptr_t)page);
+        int64_t miss = ahead > target ? ahead - target : target - ahead;
+        if (miss < best_miss) {
+            best_miss = miss;
+            best = p;
+        }
+    }
+    return best;
+}
+
+/*
  * One row's maximum and sum for log_softmax_pipelined, while the previous
- * row's output streams. Each part of MEDIUM_PART elements of x gives its
- * maximum (the sum so far rescaled when it grows), then its exponentials
- * against the running maximum, two vectors per turn; each turn also stores
- * two vectors of out = (src - src_max) * t - c and prefetches two lines of
+ * row's output streams. Each part of MEDIUM_PART elements of x, from the
+ * one first_part picks on, gives its maximum (the sum so far rescaled when
+ * it grows), then its exponentials against the running maximum, two vectors
+ * per turn; each turn also stores two vectors of out = (src - src_max) * t - c and prefetches two lines of
  * `ahead` (NULL or the row after x) into L2. Returns the row's maximum in
  * *max_out and its sum (NaN where the row holds a NaN) in *sum_out. x may
  * be NULL (the last row: stores only); out may be NULL (the first row).
@@ -1843,7 +1871,10 @@ FS_ALWAYS_INLINE void F(lse_pipeline_step)(const REAL *x, F(factor) t, REAL *max
     REAL m = -INFINITY;
     int nan_seen = 0;
     F(vec_wide) total = {0};
-    while (x && j < n) {
+    int64_t parts = (n + MEDIUM_PART - 1) / MEDIUM_PART;
+    int64_t first = x && out ? F(first_part)(x, out + i, parts) : 0;
+    for (int64_t k = 0; x && k < parts; k++) {
+        j = (k + first < parts ? k + first : k + first - parts) * MEDIUM_PART;
         int64_t stop = j + MEDIUM_PART < n ? j + MEDIUM_PART : n;
         REAL part_max = F(staged_max)(x + j, stop - j)[0];
         if (part_max > m) {
