@@ -16,6 +16,7 @@ through per-function target options and runtime dispatch instead.
 import os
 import pathlib
 import sys
+import sysconfig
 
 import cffi
 
@@ -51,6 +52,25 @@ GNU_FLAGS = [
 ]
 MSVC_FLAGS = ["/O2"]
 
+# GCC skips, on x86, the instruction scheduling that comes before register
+# allocation: a loop's exponentials come out one after the other, each a
+# chain of a dozen dependent multiply-adds, and a core whose floating-point
+# scheduler holds a few dozen operations waits on their latencies. Scheduled
+# with register pressure in view, they interleave: AVX2, 2 threads, float32,
+# median of 4 alternating processes, softmax 16384 x 1000 0.760 -> 0.683
+# ns/element, 65536 x 128 0.858 -> 0.786, log_softmax 16384 x 1000 0.800 ->
+# 0.738, cross-entropy 16384 x 1000 0.980 -> 0.930. Clang schedules
+# already, and warns of these flags.
+GCC_SCHEDULING_FLAGS = ["-fschedule-insns", "-fsched-pressure"]
+
+
+def compile_flags():
+    """The flags of the kernels' build with this platform's compiler."""
+    if sys.platform == "win32":
+        return MSVC_FLAGS
+    compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or ""
+    return GNU_FLAGS if "clang" in compiler else GNU_FLAGS + GCC_SCHEDULING_FLAGS
+
 
 def cdef_source(header_text):
     """The header as cffi's cdef takes it: without preprocessor lines."""
@@ -76,7 +96,7 @@ def make_builder():
         sources=[_relative(HERE / name) for name in SOURCES],
         depends=[_relative(HERE / name) for name in DEPENDS],
         include_dirs=[_relative(HERE)],
-        extra_compile_args=MSVC_FLAGS if sys.platform == "win32" else GNU_FLAGS,
+        extra_compile_args=compile_flags(),
         libraries=[] if sys.platform == "win32" else ["m"],
         optional=True,
     )
