@@ -781,8 +781,12 @@ def test_long_log_softmax_rows_are_pipelined(backend, threads, dtype):
     x[6, :300] += 30  # the mass in the first blocks
     x[7, :5000] = -np.inf  # a NaN among a leading run of -inf
     x[7, 300] = np.nan
+    # float64 rows take their maximum a stage at a time: the first finite
+    # logit after whole stages of -inf, and a maximum that grows in every stage
+    x[8, :5000] = -np.inf
+    x[9] = np.linspace(-30, 30, n_cols)
     x[-1, -1] = np.nan
-    picked = [0, 1, 2, 3, 4, 5, 6, 7, n_rows // 2, n_rows // 2 + 1, n_rows - 2, n_rows - 1]
+    picked = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, n_rows // 2, n_rows - 2, n_rows - 1]
     expected = reference.log_softmax(x[picked])
     previous = fastsoftmax.get_num_threads()
     fastsoftmax.set_num_threads(threads)
