@@ -513,12 +513,13 @@ def log_softmax_unit_pipelined(x, out, start, stop):
             stage = PIPE_STAGE_BYTES // x.itemsize if x.itemsize == 8 else n
             for first in range(0, n, stage):
                 part = following[first : first + stage]
-                part_max = row_max(part)  # NaN if the part holds one
+                # NaN skipped (one vector maximum per vector, where the
+                # NaN-propagating maximum takes three): a NaN still reaches the
+                # sum, and through log(sum) every output of its row
+                part_max = row_max_skipping_nan(part)
                 if part_max > next_m:
                     if next_m > -np.inf:
                         next_s *= exp_nonpositive(float(next_m) - float(part_max))
-                    next_m = part_max
-                elif part_max != part_max:
                     next_m = part_max
                 # while the row is all -inf: shift by 0, so that its terms add exactly 0
                 shift = next_m if next_m > -np.inf else x.dtype.type(0.0)
