@@ -2479,8 +2479,7 @@ static void F(cross_entropy_probs)(const REAL *logits, int64_t logits_stride,
 {
     double eps = o->label_smoothing;
     REAL keep = (REAL)(1.0 - eps), spread = (REAL)(eps / (double)cols);
-    REAL work[CE_WORK_COLS] __attribute__((aligned(FS_VECTOR_BYTES)));
-    int stream = grad && cols <= CE_WORK_COLS && F(streams)(grad, grad_stride, o->grad_bytes);
+    int stream = grad && F(streams)(grad, grad_stride, o->grad_bytes);
     for (int64_t r = 0; r < rows; r++) {
         const REAL *z = logits + r * logits_stride, *t = target + r * target_stride;
         REAL *g = grad ? grad + r * grad_stride : NULL;
