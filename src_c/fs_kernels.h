@@ -1854,10 +1854,11 @@ static inline int64_t F(first_part)(const REAL *x, const REAL *out, int64_t part
  * row's output streams. Each part of MEDIUM_PART elements of x, from the
  * one first_part picks on, gives its maximum (the sum so far rescaled when
  * it grows), then its exponentials against the running maximum, two vectors
- * per turn; each turn also stores two vectors of out = (src - src_max) * t - c and prefetches two lines of
- * `ahead` (NULL or the row after x) into L2. Returns the row's maximum in
- * *max_out and its sum (NaN where the row holds a NaN) in *sum_out. x may
- * be NULL (the last row: stores only); out may be NULL (the first row).
+ * per turn; each turn also stores two vectors of out = (src - src_max) * t -
+ * c and prefetches two lines of `ahead` (NULL or the row after x) into L2.
+ * Returns the row's maximum in *max_out and its sum (NaN where the row holds
+ * a NaN) in *sum_out. x may be NULL (the last row: stores only); out may be
+ * NULL (the first row).
  */
 FS_ALWAYS_INLINE void F(lse_pipeline_step)(const REAL *x, F(factor) t, REAL *max_out,
                                            double *sum_out, REAL *out, const REAL *src,
@@ -2215,7 +2216,8 @@ static double F(weight_total)(const REAL *w, int64_t n)
 
 /*
  * Rows of at most CE_WORK_COLS classes keep their exponentials in a local
- * workspace when the gradient is streamed, so that it is written once.
+ * workspace when the gradient is streamed, so that it is written once;
+ * longer rows keep them in the gradient itself, which then is not streamed.
  */
 #define CE_WORK_COLS 2048
 
