@@ -23,6 +23,7 @@ import pytest
 
 import fastsoftmax
 import reference
+from strategies import assert_cross_entropy_close
 
 c_backend = pytest.importorskip("fastsoftmax._backends.c_backend")
 if c_backend.lib is None:
@@ -390,6 +391,43 @@ def test_long_log_softmax_rows_match_the_reference(threads, dtype):
         # starting on a NaN row
         got = fastsoftmax.log_softmax(x[1:], temperature=temperature, backend="c")
         _check_log_probabilities(got[[r - 1 for r in rows[1:]]], want[1:], dtype)
+
+
+@pytest.mark.parametrize("cols", [1000, 3000])
+def test_cross_entropy_gradients_from_stored_exponentials_match_the_reference(threads, cols):
+    # A gradient row keeps the row's exponentials and is scaled from them: through a
+    # local workspace where the gradient streams (an output of 16 MiB or more on a
+    # vector boundary, rows of at most 2048 classes), in the gradient row itself
+    # otherwise, and over the logits when the gradient is written in place
+    threads(1)
+    rows = (16 << 20) // (cols * 4) + 3
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
+    x[1, 7] = np.nan
+    x[2, :100] += 30
+    target = rng.integers(0, cols, rows)
+    target[3] = -100
+    weight = rng.uniform(0.5, 2.0, cols).astype(np.float32)
+
+    def on_a_line(values):
+        buffer = np.empty(values.size + 16, np.float32)
+        start = (-buffer.ctypes.data % 64) // 4
+        aligned = buffer[start : start + values.size].reshape(values.shape)
+        aligned[...] = values
+        return aligned
+
+    grad_out = on_a_line(np.zeros_like(x))
+    for options in ({}, {"weight": weight, "label_smoothing": 0.1, "z_loss": 1e-3}):
+        want_loss, want_grad = reference.cross_entropy(x, target, reduction="none", **options)
+        for in_place in (False, True):
+            logits = on_a_line(x) if in_place else x
+            loss, grad = fastsoftmax.cross_entropy(
+                logits, target, reduction="none", return_grad=True,
+                grad_out=logits if in_place else grad_out, backend="c", **options,
+            )
+            assert_cross_entropy_close(
+                loss, grad, want_loss, want_grad, x, target, "none", **options
+            )
 
 
 def test_softmax_lends_a_workspace_only_within_the_memory_rule(threads, lent_workspaces):
