@@ -232,11 +232,10 @@ static inline void F(store_block)(REAL *out, const REAL *v, int stream)
 /*
  * Whether a call writing rows to out (row stride out_stride), part of an
  * output of output_bytes, streams its stores: large outputs whose every row
- * starts on a vector
- * boundary (medium rows decide by F(streams_medium)). Streaming only the
- * rows that happen to start aligned was slower than caching every store:
- * log_softmax over 1000 classes (rows of 4000 bytes, every other one
- * aligned) 2x (Zen 4).
+ * starts on a vector boundary (medium rows decide by F(streams_medium)).
+ * Streaming only the rows that happen to start aligned was slower than
+ * caching every store: log_softmax over 1000 classes (rows of 4000 bytes,
+ * every other one aligned) 2x (Zen 4).
  */
 static inline int F(streams)(const REAL *out, int64_t out_stride, int64_t output_bytes)
 {
@@ -2247,16 +2246,16 @@ static void F(ce_row)(const REAL *z, int64_t y, const REAL *w, double w_total, R
 #else
         m = F(row_max)(z, n);
 #endif
-        /* the smoothing sum reads z before the exponentials overwrite it (g = z) */
-        if (F(is_finite)(m) && eps > 0)
-            smooth = F(ce_smooth_sum)(z, w, n, m);
+        if (F(is_finite)(m)) {
+            /* the smoothing sum reads z before the exponentials overwrite it (g = z) */
+            if (eps > 0)
+                smooth = F(ce_smooth_sum)(z, w, n, m);
 #if VECTOR_ROWS
-        if (F(is_finite)(m))
             s = F(medium_sum_exp)(z, n, tail, vm, F(unit)(), e, NULL);
 #else
-        if (F(is_finite)(m))
             s = F(exp_store_sum)(z, e, n, m, F(unit)());
 #endif
+        }
     } else {
         F(online_max_sum)(z, n, F(factor_of)(1), &m, &s);
         if (F(usable)(m, s) && eps > 0)
