@@ -14,7 +14,7 @@
 #define FS_HAVE_TRANSPOSE8 1
 
 /* Transposes the 4 x 4 blocks in each 128-bit half of a, b, c, d (rows to columns). */
-static inline void fs_transpose4x2(__m256 *a, __m256 *b, __m256 *c, __m256 *d)
+FS_ALWAYS_INLINE void fs_transpose4x2(__m256 *a, __m256 *b, __m256 *c, __m256 *d)
 {
     __m256 t0 = _mm256_unpacklo_ps(*a, *b), t1 = _mm256_unpackhi_ps(*a, *b);
     __m256 t2 = _mm256_unpacklo_ps(*c, *d), t3 = _mm256_unpackhi_ps(*c, *d);
@@ -25,9 +25,49 @@ static inline void fs_transpose4x2(__m256 *a, __m256 *b, __m256 *c, __m256 *d)
 }
 
 /* [the 4 floats at lo | the 4 floats at hi] */
-static inline __m256 fs_load_halves(const float *lo, const float *hi)
+FS_ALWAYS_INLINE __m256 fs_load_halves(const float *lo, const float *hi)
 {
     return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(lo)), _mm_loadu_ps(hi), 1);
+}
+
+/* v[k][i] = x[i * stride + k] for i, k < 8: eight rows in, eight columns out */
+FS_ALWAYS_INLINE void fs_columns8_load(__m256 v[8], const float *x, int64_t stride)
+{
+    for (int i = 0; i < 4; i++) {
+        v[i] = fs_load_halves(x + i * stride, x + (i + 4) * stride);
+        v[i + 4] = fs_load_halves(x + i * stride + 4, x + (i + 4) * stride + 4);
+    }
+    fs_transpose4x2(&v[0], &v[1], &v[2], &v[3]);
+    fs_transpose4x2(&v[4], &v[5], &v[6], &v[7]);
+}
+
+/* out[i * stride + k] = v[k][i] for i, k < 8 (v is overwritten) */
+FS_ALWAYS_INLINE void fs_columns8_store(float *out, int64_t stride, __m256 v[8])
+{
+    fs_transpose4x2(&v[0], &v[1], &v[2], &v[3]);
+    fs_transpose4x2(&v[4], &v[5], &v[6], &v[7]);
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(out + i * stride, _mm256_permute2f128_ps(v[i], v[i + 4], 0x20));
+        _mm256_storeu_ps(out + (i + 4) * stride, _mm256_permute2f128_ps(v[i], v[i + 4], 0x31));
+    }
+}
+
+/* v[k][i] = x[i * stride + k] for i < 8 and k < 4: eight rows of four in */
+FS_ALWAYS_INLINE void fs_columns4_load(__m256 v[4], const float *x, int64_t stride)
+{
+    for (int i = 0; i < 4; i++)
+        v[i] = fs_load_halves(x + i * stride, x + (i + 4) * stride);
+    fs_transpose4x2(&v[0], &v[1], &v[2], &v[3]);
+}
+
+/* out[i * stride + k] = v[k][i] for i < 8 and k < 4 (v is overwritten) */
+FS_ALWAYS_INLINE void fs_columns4_store(float *out, int64_t stride, __m256 v[4])
+{
+    fs_transpose4x2(&v[0], &v[1], &v[2], &v[3]);
+    for (int i = 0; i < 4; i++) {
+        _mm_storeu_ps(out + i * stride, _mm256_castps256_ps128(v[i]));
+        _mm_storeu_ps(out + (i + 4) * stride, _mm256_extractf128_ps(v[i], 1));
+    }
 }
 
 /* tile[k * tile_stride + i] = x[i * stride + k] for i, k < 8 */
@@ -35,12 +75,7 @@ static inline void fs_load_transposed8(float *tile, int64_t tile_stride, const f
                                        int64_t stride)
 {
     __m256 v[8];
-    for (int i = 0; i < 4; i++) {
-        v[i] = fs_load_halves(x + i * stride, x + (i + 4) * stride);
-        v[i + 4] = fs_load_halves(x + i * stride + 4, x + (i + 4) * stride + 4);
-    }
-    fs_transpose4x2(&v[0], &v[1], &v[2], &v[3]);
-    fs_transpose4x2(&v[4], &v[5], &v[6], &v[7]);
+    fs_columns8_load(v, x, stride);
     for (int k = 0; k < 8; k++)
         _mm256_storeu_ps(tile + k * tile_stride, v[k]);
 }
@@ -55,12 +90,7 @@ static inline void fs_store_transposed8(float *out, int64_t stride, const float 
     __m256 v[8];
     for (int k = 0; k < 8; k++)
         v[k] = _mm256_fmsub_ps(_mm256_loadu_ps(tile + k * tile_stride), mul, sub);
-    fs_transpose4x2(&v[0], &v[1], &v[2], &v[3]);
-    fs_transpose4x2(&v[4], &v[5], &v[6], &v[7]);
-    for (int i = 0; i < 4; i++) {
-        _mm256_storeu_ps(out + i * stride, _mm256_permute2f128_ps(v[i], v[i + 4], 0x20));
-        _mm256_storeu_ps(out + (i + 4) * stride, _mm256_permute2f128_ps(v[i], v[i + 4], 0x31));
-    }
+    fs_columns8_store(out, stride, v);
 }
 #else
 #define FS_HAVE_TRANSPOSE8 0

@@ -258,7 +258,7 @@ static void test_log(void)
 
 int main(void)
 {
-    static const int64_t lengths[] = {1, 2, 3, 17, 63, 64, 65, 100, 128, 130, 203, 255, 256, 257, 600, 1024, 1025, 2500};
+    static const int64_t lengths[] = {1, 2, 3, 8, 9, 10, 12, 13, 16, 17, 63, 64, 65, 100, 128, 130, 203, 255, 256, 257, 600, 1024, 1025, 2500};
     static const int64_t row_counts[] = {1, 7, 70};
     int supported = fs_isa_supported();
     for (int level = supported; level >= 0; level--) {
