@@ -171,7 +171,7 @@ def test_in_place(backend, width):
 
 @pytest.mark.parametrize("backend", NUMBA_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("width", [5, 40, 3000])
+@pytest.mark.parametrize("width", [5, 10, 16, 40, 3000])
 def test_special_rows(backend, dtype, width):
     """NaN, +inf and -inf rows among finite ones, in both code paths."""
     x = logits((12, width), dtype)
@@ -583,6 +583,60 @@ def test_huge_opposite_logits_at_high_temperature(backend, dtype, width):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_vector_exp_gives_the_scalar_result_lane_for_lane():
+    # The register kernels of rows of 8 to 16 float32 classes build the exp
+    # on <8 x float> vectors; it must be the scalar kernels' exp bit for bit.
+    import numba
+
+    from fastsoftmax._backends._numba.elementary import exp_nonpositive
+    from fastsoftmax._backends._numba.register_rows import exp_nonpositive8
+
+    @numba.njit
+    def both(x, scalar, vector):
+        for i in range(x.shape[0]):
+            scalar[i] = exp_nonpositive(x[i])
+        for i in range(0, x.shape[0], 8):
+            exp_nonpositive8(x, vector, i)
+
+    rng = np.random.default_rng(5)
+    special = [-np.inf, np.nan, 0.0, -0.0, -87.33, -87.3, -87.34, -103.9, -104.0, -1e-8]
+    x = np.concatenate(
+        [-rng.exponential(30, 40_000), -rng.uniform(0, 120, 40_000), special * 8]
+    ).astype(np.float32)
+    x = x[: x.size // 8 * 8]
+    scalar, vector = np.empty_like(x), np.empty_like(x)
+    both(x, scalar, vector)
+    np.testing.assert_array_equal(scalar.view(np.uint32), vector.view(np.uint32))
+
+
+@pytest.mark.parametrize("width", [8, 10, 12, 16])
+def test_register_rows_do_not_depend_on_the_thread_count(width):
+    # Rows of 8 to 16 float32 classes go eight at a time through registers,
+    # the last few padded to eight: every split must give the same bits.
+    x = logits((40_003, width), np.float32, seed=width)  # large enough to use threads
+    x[40_000, 3] = np.nan
+    x[40_001] = -np.inf
+    x[40_002, 1] = np.inf
+    previous = fastsoftmax.get_num_threads()
+    results = []
+    try:
+        for backend, threads in (("numba", 1), ("numba-parallel", 2), ("numba-parallel", 3)):
+            fastsoftmax.set_num_threads(threads)
+            results.append(
+                (
+                    fastsoftmax.softmax(x, backend=backend),
+                    fastsoftmax.log_softmax(x, backend=backend),
+                )
+            )
+    finally:
+        fastsoftmax.set_num_threads(previous)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    check_every_op(x[:999], "numba")
+    assert np.isnan(results[0][0][[40_000, 40_001, 40_002]]).all()
+
+
 def test_float32_log_within_one_ulp_over_the_whole_range():
     # The kernels' float32 log is float32 arithmetic (as the C backend's);
     # every 257th bit pattern: negatives, subnormals, zeros, inf and NaN too.
