@@ -71,7 +71,8 @@ def _exp_nonpositive(builder, x):
     p = _splat(coefficients[-1])
     for c in reversed(coefficients[:-1]):
         p = add(mul(p, r), _splat(c))
-    bits = builder.shl(builder.bitcast(shifted, _INT_VECTOR), ir.Constant(_INT_VECTOR, [23] * LANES))
+    mantissa_bits = ir.Constant(_INT_VECTOR, [23] * LANES)
+    bits = builder.shl(builder.bitcast(shifted, _INT_VECTOR), mantissa_bits)
     y = mul(p, builder.bitcast(bits, _VECTOR))
     below = builder.fcmp_ordered("<", x, _splat(elementary.EXP32_MIN))
     return builder.select(below, _splat(0.0), y)
@@ -253,7 +254,8 @@ def exp_nonpositive8(typingctx, values, out, first):
         first = context.cast(builder, args[2], signature.args[2], types.intp)
         offset = builder.mul(first, cgutils.intp_t(4))
         x = builder.load(_vector_at(builder, values_array.data, offset), align=4)
-        builder.store(_exp_nonpositive(builder, x), _vector_at(builder, out_array.data, offset), align=4)
+        result = _vector_at(builder, out_array.data, offset)
+        builder.store(_exp_nonpositive(builder, x), result, align=4)
         return context.get_dummy_value()
 
     return types.none(values, out, first), codegen
