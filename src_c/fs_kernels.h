@@ -1318,7 +1318,7 @@ static void F(tile_exp_sum)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m,
         F(tile_exp_sum_at)(tile, cols, m, t, s, 1);
 }
 
-#if TRANSPOSE8 && FS_VECTOR_BYTES == 32
+#if TRANSPOSE8 && VECTOR_ROWS && FS_VECTOR_BYTES == 32 /* vector extensions: fs_vf32 */
 /*
  * Rows of 8 to REGISTER_MAX_COLS float32 classes, eight rows at a time, kept
  * in registers: the rows come in as columns (lanes span rows) through
