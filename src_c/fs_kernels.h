@@ -1324,8 +1324,9 @@ static void F(tile_exp_sum)(REAL tile[][TILE_ROWS], int64_t cols, const REAL *m,
  * in registers: the rows come in as columns (lanes span rows) through
  * register transposes and leave the same way. The tile's four passes
  * over its stack array cost more than the arithmetic of such rows (AVX2, Zen
- * 3, 1048576 x 10, 2 threads, median of 7 alternating processes: softmax
- * 0.84 -> 0.50 ns/element, log_softmax 0.80 -> 0.67). Each caller passes
+ * 3, 1048576 x 10, median of 4 alternating processes at 2 threads: softmax
+ * 0.78 -> 0.43 ns/element, log_softmax 0.69 -> 0.59; 3 at one thread: 1.08
+ * -> 0.66 and 1.08 -> 1.00). Each caller passes
  * `cols` as a constant, so the arrays of columns below become registers.
  * AVX-512 builds keep the tile, whose lanes span 16 rows.
  */
