@@ -34,7 +34,7 @@ from .intrinsics import (
     _vector_pointers,
     stack_array,
 )
-from .jit import KERNEL_FASTMATH
+from .jit import KERNEL_FASTMATH, helper
 
 LANES = 8
 MIN_CLASSES = 8
@@ -273,6 +273,15 @@ def _fits(x):
     return lambda x: False
 
 
+@helper
+def pad_group(x, row, rest, padded):
+    """``padded[:rest, :c] = x[row:row + rest]`` and zeros elsewhere: the last, partial group."""
+    c = x.shape[1]
+    for i in range(LANES):
+        for j in range(MAX_CLASSES):
+            padded[i, j] = x[row + i, j] if i < rest and j < c else 0.0
+
+
 def gap_rows(x, first, n, gaps, sums):
     """Rows ``first:first + n`` (at most a tile's) into `gaps` and `sums` by `tile_gaps8`.
 
@@ -295,9 +304,7 @@ def _gap_rows(x, first, n, gaps, sums):
             source, row = x, first + r
             rest = n - r
             if rest < LANES:
-                for i in range(LANES):
-                    for j in range(MAX_CLASSES):
-                        padded[i, j] = x[first + r + i, j] if i < rest and j < c else 0.0
+                pad_group(x, first + r, rest, padded)
                 source, row = padded, 0
             tile_gaps8(source, row, c, gaps, r, sums)
 
@@ -326,9 +333,7 @@ def _softmax_rows(x, out, first, n):
             source, row, target, target_row = x, first + r, out, first + r
             rest = n - r
             if rest < LANES:
-                for i in range(LANES):
-                    for j in range(MAX_CLASSES):
-                        padded[i, j] = x[first + r + i, j] if i < rest and j < c else 0.0
+                pad_group(x, first + r, rest, padded)
                 source, row, target, target_row = padded, 0, result, 0
             softmax8(source, row, c, target, target_row)
             if rest < LANES:
