@@ -452,16 +452,55 @@ PIPE_BLOCK = 256
 PIPE_STEP = 32  # two cache lines of float32, four of float64
 PIPE_STAGE_BYTES = 16 << 10
 
+# A load whose address matches that of a store still in flight in bits 11:0
+# waits for it (4K aliasing). Row i's output streams at the pace of the loads
+# of row i + 1: with both rows at one offset in a page (rows of 256000
+# float64, a whole number of pages, in NumPy's arrays), each load met the store
+# of the turn before it. The stores start where the loads run LOADS_AHEAD
+# bytes ahead of them (`store_start`) and wrap around at the row's end, which
+# changes only their order. float64, one thread, 16 rows of 32768 (in L3),
+# output at the input's offset in a page: 1.95-2.06 -> 1.60-1.64 ns per
+# element, as fast as at any other offset; 64 x 256000 at 2 threads, against
+# the C backend in one process: 1.40 -> 1.19 times its time.
+ALIAS_PAGE = 4096
+LOADS_AHEAD = 1536
+
 
 @helper
-def sum_exp_streaming(x, shift, row, row_out, done, m, c, ahead, fetch):
-    """``sum(exp(x - shift))`` in float64, while ``row_out[done:] = (row[done:] - m) - c``
-    streams whole cache lines, ``PIPE_STEP`` elements of each per turn.
+def store_start(row_out, following, head, end):
+    """Where the streamed lines of ``row_out[head:end]`` start (a whole number of
+    turns past `head`), so that the loads of `following` taken at their pace
+    run ``LOADS_AHEAD`` bytes ahead of them modulo ``ALIAS_PAGE``."""
+    step_bytes = PIPE_STEP * row_out.itemsize
+    distance = np.int64(following.ctypes.data) - np.int64(row_out.ctypes.data)
+    turns = (distance - head * row_out.itemsize - LOADS_AHEAD) % ALIAS_PAGE // step_bytes
+    start = head + turns * PIPE_STEP
+    return start if start < end else head
 
-    ``row_out[done]`` is on a line boundary. When `fetch`, `ahead` is
-    prefetched into L2 meanwhile. Returns the sum and the new `done`.
+
+@helper
+def store_turn(row, row_out, k, lines, m, c):
+    """Streams the `k`-th ``PIPE_STEP`` elements of ``row_out = (row - m) - c`` in the
+    order `lines` ``= (head, start, end)`` gives: from `start` to `end`, then
+    from `head` to `start`."""
+    head, start, end = lines
+    at = start + k * PIPE_STEP
+    if at >= end:
+        at -= end - head
+    store_gaps_lines_streaming(row, row_out, at, PIPE_STEP, m, c)
+
+
+@helper
+def sum_exp_streaming(x, shift, row, row_out, k, lines, m, c, ahead, fetch):
+    """``sum(exp(x - shift))`` in float64, while ``row_out = (row - m) - c`` streams
+    whole cache lines, ``PIPE_STEP`` elements of each per turn, from its
+    `k`-th turn on (`store_turn`).
+
+    When `fetch`, `ahead` is prefetched into L2 meanwhile. Returns the sum
+    and the new `k`.
     """
-    n = row_out.shape[0]
+    head, _, end = lines
+    turns = (end - head) // PIPE_STEP
     acc = stack_array(1, PIPE_STEP, x.dtype)[0]
     s = 0.0
     blocks = x.shape[0] // PIPE_BLOCK
@@ -472,16 +511,16 @@ def sum_exp_streaming(x, shift, row, row_out, done, m, c, ahead, fetch):
             step = x[turn : turn + PIPE_STEP]
             for lane in range(PIPE_STEP):
                 acc[lane] += exp_nonpositive(step[lane] - shift)
-            if done + PIPE_STEP <= n:
-                store_gaps_lines_streaming(row, row_out, done, PIPE_STEP, m, c)
-                done += PIPE_STEP
+            if k < turns:
+                store_turn(row, row_out, k, lines, m, c)
+                k += 1
             if fetch:
                 prefetch_span_to_l2(ahead, turn, PIPE_STEP)
         s += total(acc)  # pairwise: a lane-by-lane float64 sum would be a long chain
     j = blocks * PIPE_BLOCK
     if j < x.shape[0]:
         s += sum_exp_by_chunks(x[j:], shift, x.dtype.type(1.0), LANE_CHUNK)
-    return s, done
+    return s, k
 
 
 @helper
@@ -502,12 +541,18 @@ def log_softmax_unit_pipelined(x, out, start, stop):
         row = unit_stride(x[i])
         row_out = unit_stride(out[i])
         c = x.dtype.type(log(s))
-        done = line_head(row_out)  # up to the output's first cache line, then lines per turn
-        store_gaps_streaming(row[:done], row_out[:done], m, c)
+        # up to the output's first cache line, and after its last whole turn:
+        # element by element; the turns between stream (`store_turn`)
+        head = line_head(row_out)
+        end = head + (n - head) // PIPE_STEP * PIPE_STEP
+        store_gaps_streaming(row[:head], row_out[:head], m, c)
+        lines = (head, head, end)
+        k = 0
         next_m = x.dtype.type(-np.inf)
         next_s = 0.0
         if i + 1 < stop:
             following = unit_stride(x[i + 1])
+            lines = (head, store_start(row_out, following, head, end), end)
             fetch = i + 2 < stop
             ahead = unit_stride(x[i + 2]) if fetch else following
             stage = PIPE_STAGE_BYTES // x.itemsize if x.itemsize == 8 else n
@@ -523,12 +568,14 @@ def log_softmax_unit_pipelined(x, out, start, stop):
                     next_m = part_max
                 # while the row is all -inf: shift by 0, so that its terms add exactly 0
                 shift = next_m if next_m > -np.inf else x.dtype.type(0.0)
-                part_s, done = sum_exp_streaming(
-                    part, shift, row, row_out, done, m, c,
+                part_s, k = sum_exp_streaming(
+                    part, shift, row, row_out, k, lines, m, c,
                     ahead[first : first + stage], fetch,
                 )
                 next_s += part_s
-        store_gaps_streaming(row[done:], row_out[done:], m, c)
+        for turn in range(k, (end - head) // PIPE_STEP):
+            store_turn(row, row_out, turn, lines, m, c)
+        store_gaps_streaming(row[end:], row_out[end:], m, c)
         m, s = next_m, next_s
 
 
