@@ -11,7 +11,8 @@ from ._layout import Operand, run_rows
 REDUCTIONS = ("mean", "sum", "none")
 
 # Reduced losses go through a per-block scratch buffer of at most this many
-# rows, so even two-class problems never allocate a per-row loss array.
+# rows, so even two-class problems never allocate a per-row loss array larger
+# than that; calls of no more rows write theirs to one array, summed once.
 LOSS_BLOCK_ROWS = 1 << 16
 
 
@@ -231,6 +232,12 @@ def cross_entropy(
         loss_array = np.empty(batch_shape, dtype=result_dtype)
         loss_operand = Operand(loss_array, kernel_dtype, output=True, per_row=True)
         block_rows = None
+    elif math.prod(batch_shape) <= LOSS_BLOCK_ROWS:
+        # no more rows than a block: their losses in one array, summed once,
+        # without a scratch buffer and its copies (tens of microseconds a call)
+        loss_array = np.empty(batch_shape, dtype=kernel_dtype)
+        loss_operand = Operand(loss_array, kernel_dtype, output=True, per_row=True)
+        block_rows = None
     else:
         loss_operand = Operand(None, kernel_dtype, output=True, per_row=True, consume=add_block)
         block_rows = LOSS_BLOCK_ROWS
@@ -254,9 +261,14 @@ def cross_entropy(
     if reduction == "none":
         loss = loss_array
     else:
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            value = total / denominator if reduction == "mean" else total
-            loss = result_dtype.type(value)
+        if block_rows is None:
+            add_block(loss_array)
+        if reduction == "mean" and denominator:
+            loss = result_dtype.type(float(total) / denominator)  # inf on overflow, no warning
+        else:
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                value = total / denominator if reduction == "mean" else total
+                loss = result_dtype.type(value)
     return (loss, grad) if return_grad else loss
 
 

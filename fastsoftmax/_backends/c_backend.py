@@ -166,6 +166,8 @@ def _executor(workers):
 def thread_count(n_rows, n_elements):
     """How many threads a call over `n_rows` rows of `n_elements` in all uses."""
     by_size = n_elements // MIN_ELEMENTS_PER_THREAD
+    if by_size <= 1 or n_rows <= 1:
+        return 1  # without asking the system for its CPUs, a microsecond a time
     return max(1, min(get_num_threads(), n_rows, by_size))
 
 
