@@ -35,6 +35,7 @@ SMOKE_SELECTION = [
     r"(time|peakmem)_\w+\('65536x128', 'float32', 'numpy'[,)]",
     r"track_gbps\('softmax', '65536x128', 'float32', 'numpy'\)",
     r"time_softmax\('65536x128', 'float32', ",
+    r"time_small_call\('softmax', '(numpy|c)'\)",
 ]
 IMPLEMENTATIONS = [
     "numpy",
@@ -56,6 +57,7 @@ BENCHMARK_FUNCTIONS = [
     "track_gbps",
     "peakmem_softmax_alloc",
     "peakmem_cross_entropy_grad",
+    "time_small_call",
 ]
 
 
