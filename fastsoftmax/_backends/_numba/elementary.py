@@ -8,7 +8,9 @@ over them vectorizes (AVX2: eight float32 or four float64 lanes).
 ``exp(x)`` is exactly 0 for ``x = -inf`` and wherever the result would be
 below the smallest normal number, ``inf`` for ``+inf`` and wherever ``2**k``
 would not fit (a little before the true overflow: above 88.37 for float32 and
-709.0 for float64), NaN for NaN. ``log`` is meant for the sums of exponentials
+709.0 for float64), NaN for NaN; float64 ``exp_nonpositive`` alone rounds
+results below the smallest normal number to subnormals, down to 0 below -745.2
+(as the C backend's exp). ``log`` is meant for the sums of exponentials
 the kernels take it of: exact to rounding for normal positive arguments,
 ``-inf`` at 0, ``inf`` at ``inf``, NaN for NaN and negative arguments
 (subnormal arguments are not supported).
@@ -98,8 +100,8 @@ _E64 = (
 )
 
 
-def _exp64_nonpositive(x):
-    """exp of a float64 that is <= 0 or NaN (larger arguments give garbage)."""
+def _exp64(x):
+    """exp of a float64."""
     shifted = x * _LOG2E_64 + _ROUND_64
     kf = shifted - _ROUND_64
     r = x - kf * _LN2_HI_64
@@ -115,15 +117,42 @@ def _exp64_nonpositive(x):
     p = p * r + _E64[2]
     p = p * r + _E64[1]
     p = p * r + _E64[0]
-    scale = float64_from_bits(float_bits(shifted) << np.int64(52))
-    y = p * scale
-    return 0.0 if x < EXP64_MIN else y
-
-
-def _exp64(x):
-    """exp of a float64."""
-    y = exp_nonpositive(x)
+    y = p * float64_from_bits(float_bits(shifted) << np.int64(52))
+    y = 0.0 if x < EXP64_MIN else y
     return np.inf if x > EXP64_MAX else y
+
+
+# exp_nonpositive, as the C backend's vector exp: the polynomial carries
+# 2**-512, and the bits of `shifted`, which end in k + 1023 + 512, give
+# 2**(k + 512), so that results down to the smallest subnormal round once and
+# only the argument needs clamping (a maximum, before the arithmetic) where
+# the result would need zeroing (a compare and a mask, after it). A loop of
+# exponentials stored and summed, float64, 1000 elements in L1: 1.18-1.23 ->
+# 1.06-1.07 ns per element.
+_EXP64_CLAMP = -750.0  # exp rounds to 0 below -745.2; k + 512 >= -570 from here
+_ROUND_64_LOW = 1.5 * 2.0**52 + 1535
+_E64_LOW = tuple(c * 2.0**-512 for c in _E64)  # exact: a power of two
+
+
+def _exp64_nonpositive(x):
+    """exp of a float64 that is <= 0 or NaN (larger arguments give garbage)."""
+    x = _EXP64_CLAMP if x < _EXP64_CLAMP else x  # NaN stays NaN
+    shifted = x * _LOG2E_64 + _ROUND_64_LOW
+    kf = shifted - _ROUND_64_LOW
+    r = x - kf * _LN2_HI_64
+    r = r - kf * _LN2_LO_64
+    p = _E64_LOW[10]
+    p = p * r + _E64_LOW[9]
+    p = p * r + _E64_LOW[8]
+    p = p * r + _E64_LOW[7]
+    p = p * r + _E64_LOW[6]
+    p = p * r + _E64_LOW[5]
+    p = p * r + _E64_LOW[4]
+    p = p * r + _E64_LOW[3]
+    p = p * r + _E64_LOW[2]
+    p = p * r + _E64_LOW[1]
+    p = p * r + _E64_LOW[0]
+    return p * float64_from_bits(float_bits(shifted) << np.int64(52))
 
 
 # log -------------------------------------------------------------------------
