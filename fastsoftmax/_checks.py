@@ -34,6 +34,8 @@ def result_dtype(input_dtype, requested=None):
     Integer and bool input gives float64 (as SciPy does); complex, object,
     string and other non-real input raises TypeError naming the dtype.
     """
+    if requested is None and (input_dtype is FLOAT32 or input_dtype is FLOAT64):
+        return input_dtype  # the common case, without the checks below
     input_dtype = np.dtype(input_dtype)
     if requested is not None:
         try:
@@ -53,6 +55,8 @@ def result_dtype(input_dtype, requested=None):
 
 def compute_dtype(dtype):
     """The dtype a kernel runs in for results of `dtype`: float32 or float64."""
+    if dtype is FLOAT32 or dtype is FLOAT64:
+        return dtype
     dtype = np.dtype(dtype)
     if is_half(dtype) or dtype.itemsize <= 4:
         return FLOAT32
@@ -61,6 +65,8 @@ def compute_dtype(dtype):
 
 def normalize_axis(axis, ndim):
     """A non-negative axis index; numpy's AxisError when out of range."""
+    if type(axis) is int and -ndim <= axis < ndim:
+        return axis % ndim  # the common case, without the checks below
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an integer, got {type(axis).__name__}")
     axis = operator.index(axis)
@@ -71,6 +77,8 @@ def normalize_axis(axis, ndim):
 
 def real_scalar(value, name):
     """A Python float from a real number, else TypeError naming the argument."""
+    if type(value) is float:
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     return float(value)

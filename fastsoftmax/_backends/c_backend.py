@@ -43,6 +43,7 @@ rather than waiting.
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import threading
 
@@ -128,6 +129,7 @@ class _Rows:
         return self.pointer + row * self.stride
 
 
+@functools.cache
 def _function(op, dtype):
     return getattr(lib, f"fs_{op}_{_C_TYPES[dtype][1]}")
 
