@@ -246,7 +246,7 @@ def kernel_cases():
     def rowwise(width):
         def make(dtype):
             x = logits((4, width), dtype)
-            return (x, np.empty_like(x), dtype(1.0), 0, 4)
+            return (x, np.empty_like(x), 0, 4)  # the t = 1 kernels take no t
 
         return make
 
@@ -285,14 +285,14 @@ def kernel_cases():
 
     def parallel_softmax(dtype):
         x = logits((4, 100), dtype)
-        return (x, np.empty_like(x), dtype(1.0), 2)
+        return (x, np.empty_like(x), 2)
 
     return [
-        ("softmax", lambda m: m[1].softmax, rowwise(100)),
-        ("log_softmax", lambda m: m[1].log_softmax, rowwise(100)),
+        ("softmax", lambda m: m[1].softmax_unit, rowwise(100)),
+        ("log_softmax", lambda m: m[1].log_softmax_unit, rowwise(100)),
         ("logsumexp", lambda m: m[1].logsumexp, lse(100)),
-        ("softmax_short", lambda m: m[1].softmax_short, rowwise(10)),
-        ("log_softmax_short", lambda m: m[1].log_softmax_short, rowwise(10)),
+        ("softmax_short", lambda m: m[1].softmax_short_unit, rowwise(10)),
+        ("log_softmax_short", lambda m: m[1].log_softmax_short_unit, rowwise(10)),
         ("logsumexp_short", lambda m: m[1].logsumexp_short, lse(10)),
         ("softmax_backward", lambda m: m[1].softmax_backward, backward),
         ("log_softmax_backward", lambda m: m[1].log_softmax_backward, backward),
@@ -300,10 +300,11 @@ def kernel_cases():
         ("cross_entropy_class_short", lambda m: m[1].cross_entropy_class_short, ce(10)),
         ("softmax_topk", lambda m: m[1].softmax_topk, topk(100)),
         ("softmax_topk_short", lambda m: m[1].softmax_topk_short, topk(10)),
-        ("parallel softmax", lambda m: m[2].softmax, parallel_softmax),
-        ("softmax_pipelined", lambda m: m[1].softmax_pipelined, rowwise(100)),
-        ("softmax_rescaled", lambda m: m[1].softmax_rescaled, rowwise(3000)),
-        ("log_softmax_streamed_unit", lambda m: m[1].log_softmax_streamed_unit, streamed(16_400)),
+        ("parallel softmax", lambda m: m[2].softmax_unit, parallel_softmax),
+        ("softmax_pipelined", lambda m: m[1].softmax_pipelined_unit, rowwise(100)),
+        ("softmax_rescaled", lambda m: m[1].softmax_rescaled_unit, rowwise(3000)),
+        ("log_softmax_streamed_unit", lambda m: m[1].log_softmax_streamed_unit, streamed(1000)),
+        ("log_softmax_pipelined_unit", lambda m: m[1].log_softmax_pipelined_unit, streamed(16_400)),
     ]
 
 
@@ -322,7 +323,7 @@ def test_hot_loops_use_packed_instructions(case, dtype):
         assert packed(assembly, "vmul", dtype) + packed(assembly, "vfmadd", dtype) >= 2, name
     if name not in ("softmax_backward", "log_softmax_backward"):
         assert packed(assembly, "vmax", dtype) >= 1, name  # the row (or column) maximum
-    if name == "log_softmax_streamed_unit":  # its output streams in whole vectors
+    if name.startswith("log_softmax_") and name.endswith("ed_unit"):  # streamed output
         assert packed(assembly, "vmovnt", dtype) >= 2, name
     # No libm exp is called anywhere.
     assert not re.search(r"\b(exp|expf|__exp_finite)\b", assembly), name
@@ -366,7 +367,7 @@ def test_importing_compiles_nothing(tmp_path):
     assert not [path for path in tmp_path.rglob("*") if path.is_file()]  # nothing cached
 
 
-def test_first_call_compiles_only_its_op_and_is_cached(tmp_path):
+def test_first_call_compiles_only_its_op_at_its_temperature_and_is_cached(tmp_path):
     call = """
         import numpy as np
         import fastsoftmax
@@ -374,21 +375,19 @@ def test_first_call_compiles_only_its_op_and_is_cached(tmp_path):
         fastsoftmax.log_softmax(x, backend="numba")
         entries = compiled()
         print(sorted(entries))
-        kernel = entries["kernels.log_softmax"]
+        kernel = entries["kernels.log_softmax_unit"]
         print(sorted({str(a.dtype) for signature in kernel.signatures for a in signature[:2]}))
         print(sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values()))
     """
-    # log_softmax is one entry kernel and its two cases (t = 1 and any t)
-    log_softmax_kernels = (
-        "['kernels.log_softmax', 'kernels.log_softmax_scaled', 'kernels.log_softmax_unit']"
-    )
+    # the t = 1 kernel alone: the one for any t is another entry point
+    log_softmax_kernels = "['kernels.log_softmax_unit']"
     first = run_python(LIST_COMPILED, call, cache_dir=tmp_path).splitlines()
     assert first[0] == log_softmax_kernels
     assert first[1] == "['float32']"
     assert first[2] == "0 1"  # compiled, not found in the cache
     assert any(path.suffix == ".nbi" for path in tmp_path.rglob("*"))
     second = run_python(LIST_COMPILED, call, cache_dir=tmp_path).splitlines()
-    assert second[0] == "['kernels.log_softmax']"  # its cases come linked into it
+    assert second[0] == log_softmax_kernels
     assert second[2] == "1 0"  # loaded from the cache, nothing compiled
 
 
@@ -396,9 +395,9 @@ def test_cache_entries_expire_with_any_kernel_source():
     from fastsoftmax._backends._numba import cache
 
     _, kernels, _ = numba_modules()
-    stamp = kernels.softmax._cache._impl.locator.get_source_stamp()
+    stamp = kernels.softmax_unit._cache._impl.locator.get_source_stamp()
     assert stamp[1] == cache.SOURCES_DIGEST
-    assert isinstance(kernels.softmax._cache, cache.KernelCache)
+    assert isinstance(kernels.softmax_unit._cache, cache.KernelCache)
 
 
 def test_tiny_auto_calls_do_not_load_numba(tmp_path):
@@ -539,14 +538,14 @@ def test_one_call_at_a_time_uses_the_threads(monkeypatch):
 
     x = logits((1000, 100), np.float32)  # 100k elements: big enough for threads
     expected = fastsoftmax.softmax(x, backend="numba")
-    driver = backend.parallel.softmax
+    driver = backend.parallel.softmax_unit
     launched = []
 
     def spy(*args):
         launched.append(threading.get_ident())
         return driver(*args)
 
-    monkeypatch.setattr(backend.parallel, "softmax", spy)
+    monkeypatch.setattr(backend.parallel, "softmax_unit", spy)
     previous = fastsoftmax.get_num_threads()
     try:
         fastsoftmax.set_num_threads(2)
@@ -692,20 +691,26 @@ def test_large_log_softmax_outputs_are_streamed_at_any_alignment(backend, dtype)
     assert_matches_reference(scaled[picked], reference.log_softmax(x[picked], 2.0), "log")
 
 
-def _record_runs(monkeypatch, name, threads):
-    """A list that gets an entry each time the kernel `name` runs: the parallel one
-    when `threads` > 1 (it calls the serial one), else the serial one."""
+def _record_runs(monkeypatch, family, threads):
+    """A list that gets an entry each time a kernel of `family` runs (its ``_unit``
+    or ``_scaled`` case): the parallel one when `threads` > 1 (it calls the serial
+    one), else the serial one."""
     from fastsoftmax._backends._numba import kernels, parallel
 
     ran = []
     called = parallel if threads > 1 else kernels
-    real = getattr(called, name)
 
-    def spy(*args):
-        ran.append(True)
-        return real(*args)
+    def spy_on(name):
+        real = getattr(called, name)
 
-    monkeypatch.setattr(called, name, spy)
+        def spy(*args):
+            ran.append(True)
+            return real(*args)
+
+        monkeypatch.setattr(called, name, spy)
+
+    for case in ("_unit", "_scaled"):
+        spy_on(family + case)
     return ran
 
 

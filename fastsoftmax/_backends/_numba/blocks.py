@@ -270,15 +270,6 @@ def softmax_scaled(x, out, t, start, stop):
 
 
 @kernel
-def softmax(x, out, t, start, stop):
-    """Softmax of the short rows ``start:stop``."""
-    if t == 1.0:
-        softmax_unit(x, out, start, stop)
-    else:
-        softmax_scaled(x, out, t, start, stop)
-
-
-@kernel
 def log_softmax_unit(x, out, start, stop):
     """`log_softmax` at ``t = 1``."""
     if register_rows.fits(x):
@@ -291,15 +282,6 @@ def log_softmax_unit(x, out, start, stop):
 def log_softmax_scaled(x, out, t, start, stop):
     """`log_softmax` at any `t`."""
     log_softmax_tiles(x, out, t, start, stop)
-
-
-@kernel
-def log_softmax(x, out, t, start, stop):
-    """Log-softmax of the short rows ``start:stop``."""
-    if t == 1.0:
-        log_softmax_unit(x, out, start, stop)
-    else:
-        log_softmax_scaled(x, out, t, start, stop)
 
 
 @kernel

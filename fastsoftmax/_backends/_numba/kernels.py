@@ -37,8 +37,10 @@ STREAMED_MIN_BYTES = 16 << 20
 # the C backend's float32 log_softmax is.
 PIPELINED_ROW_MIN = 16384
 
-softmax_short = blocks.softmax
-log_softmax_short = blocks.log_softmax
+softmax_short_unit = blocks.softmax_unit
+softmax_short_scaled = blocks.softmax_scaled
+log_softmax_short_unit = blocks.log_softmax_unit
+log_softmax_short_scaled = blocks.log_softmax_scaled
 logsumexp_short = blocks.logsumexp
 cross_entropy_class_short = blocks.cross_entropy_class
 softmax_topk_short = blocks.softmax_topk
@@ -75,85 +77,81 @@ def log_softmax_rows(x, out, t, start, stop):
             rows.log_softmax(unit_stride(x[i]), o, t)
 
 
-# The common t = 1 gets code of its own, compiled with the literal: LLVM then
-# drops the temperature from every loop, and the row code that remains runs
-# faster (e.g. 0.65 against 0.90 ns per element at 128 classes).
+# Each operation has a kernel for the common t = 1, compiled with the literal
+# (LLVM then drops the temperature from every loop, and the row code that
+# remains runs faster: e.g. 0.65 against 0.90 ns per element at 128 classes),
+# and one for any t; the caller picks one, so that a first call compiles only
+# the code it runs. (Inlined side by side into one kernel, the t = 1 code of
+# log_softmax also ran 40 % slower: rows of 1000 float32 classes, 0.56
+# against 0.40 ns per element.)
 
 
 @kernel
-def softmax(x, out, t, start, stop):
+def softmax_unit(x, out, start, stop):
+    """Softmax of rows ``start:stop`` at ``t = 1``."""
+    softmax_rows(x, out, x.dtype.type(1.0), start, stop)
+
+
+@kernel
+def softmax_scaled(x, out, t, start, stop):
     """Softmax of rows ``start:stop`` at inverse temperature `t`."""
-    if t == 1.0:
-        softmax_rows(x, out, x.dtype.type(1.0), start, stop)
-    else:
-        softmax_rows(x, out, t, start, stop)
+    softmax_rows(x, out, t, start, stop)
 
 
 @kernel
-def softmax_pipelined(x, out, t, start, stop):
-    """`softmax` of long rows through a two-row workspace (`rows.softmax_pipelined`)."""
-    if t == 1.0:
-        rows.softmax_pipelined(x, out, x.dtype.type(1.0), start, stop)
-    else:
-        rows.softmax_pipelined(x, out, t, start, stop)
+def softmax_pipelined_unit(x, out, start, stop):
+    """`softmax_unit` of long rows through a two-row workspace (`rows.softmax_pipelined`)."""
+    rows.softmax_pipelined(x, out, x.dtype.type(1.0), start, stop)
     store_fence()
 
 
 @kernel
-def softmax_rescaled(x, out, t, start, stop):
-    """`softmax` of long rows too few for a workspace (`rows.softmax_rescaled`)."""
-    if t == 1.0:
-        rows.softmax_rescaled(x, out, x.dtype.type(1.0), start, stop)
-    else:
-        rows.softmax_rescaled(x, out, t, start, stop)
+def softmax_pipelined_scaled(x, out, t, start, stop):
+    """`softmax_scaled` of long rows through a two-row workspace."""
+    rows.softmax_pipelined(x, out, t, start, stop)
+    store_fence()
+
+
+@kernel
+def softmax_rescaled_unit(x, out, start, stop):
+    """`softmax_unit` of long rows too few for a workspace (`rows.softmax_rescaled`)."""
+    rows.softmax_rescaled(x, out, x.dtype.type(1.0), start, stop)
+
+
+@kernel
+def softmax_rescaled_scaled(x, out, t, start, stop):
+    """`softmax_scaled` of long rows too few for a workspace."""
+    rows.softmax_rescaled(x, out, t, start, stop)
 
 
 @kernel
 def log_softmax_unit(x, out, start, stop):
-    """`log_softmax` at ``t = 1``."""
+    """Log-softmax of rows ``start:stop`` at ``t = 1``."""
     log_softmax_rows(x, out, x.dtype.type(1.0), start, stop)
 
 
 @kernel
 def log_softmax_scaled(x, out, t, start, stop):
-    """`log_softmax` at any `t`."""
+    """Log-softmax of rows ``start:stop`` at inverse temperature `t`."""
     log_softmax_rows(x, out, t, start, stop)
 
 
 @kernel
-def log_softmax(x, out, t, start, stop):
-    """Log-softmax of rows ``start:stop`` at inverse temperature `t`.
-
-    The two cases are kernels of their own, each optimized alone: inlined
-    side by side into this one, the t = 1 code ran 40 % slower (rows of 1000
-    float32 classes: 0.56 against 0.40 ns per element).
-    """
-    if t == 1.0:
-        log_softmax_unit(x, out, start, stop)
-    else:
-        log_softmax_scaled(x, out, t, start, stop)
-
-
-@kernel
 def log_softmax_streamed_unit(x, out, start, stop):
-    """`log_softmax_streamed` at ``t = 1`` (`rows.log_softmax_unit_streamed`); rows of
-    `PIPELINED_ROW_MIN` classes and more are pipelined (`rows.log_softmax_unit_pipelined`)."""
-    if x.shape[1] >= PIPELINED_ROW_MIN:
-        if start < stop:
-            rows.log_softmax_unit_pipelined(x, out, start, stop)
-    else:
-        for i in range(start, stop):
-            rows.log_softmax_unit_streamed(unit_stride(x[i]), unit_stride(out[i]))
+    """`log_softmax_unit` with `out` written by streaming stores
+    (`rows.log_softmax_unit_streamed`)."""
+    for i in range(start, stop):
+        rows.log_softmax_unit_streamed(unit_stride(x[i]), unit_stride(out[i]))
     store_fence()
 
 
 @kernel
-def log_softmax_streamed(x, out, t, start, stop):
-    """`log_softmax` with streamed stores; at ``t != 1`` the plain kernel."""
-    if t == 1.0:
-        log_softmax_streamed_unit(x, out, start, stop)
-    else:
-        log_softmax_scaled(x, out, t, start, stop)
+def log_softmax_pipelined_unit(x, out, start, stop):
+    """`log_softmax_streamed_unit` of rows of `PIPELINED_ROW_MIN` classes and more,
+    pipelined (`rows.log_softmax_unit_pipelined`)."""
+    if start < stop:
+        rows.log_softmax_unit_pipelined(x, out, start, stop)
+    store_fence()
 
 
 @kernel

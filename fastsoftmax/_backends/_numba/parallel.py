@@ -30,52 +30,101 @@ def chunk(c, n_chunks, x):
 
 
 @parallel_kernel
-def softmax(x, out, t, n_chunks):
+def softmax_unit(x, out, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)
-        kernels.softmax(x, out, t, start, stop)
+        kernels.softmax_unit(x, out, start, stop)
 
 
 @parallel_kernel
-def softmax_pipelined(x, out, t, n_chunks):
+def softmax_scaled(x, out, t, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)
-        kernels.softmax_pipelined(x, out, t, start, stop)
+        kernels.softmax_scaled(x, out, t, start, stop)
 
 
 @parallel_kernel
-def softmax_rescaled(x, out, t, n_chunks):
+def softmax_pipelined_unit(x, out, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)
-        kernels.softmax_rescaled(x, out, t, start, stop)
+        kernels.softmax_pipelined_unit(x, out, start, stop)
 
 
 @parallel_kernel
-def log_softmax(x, out, t, n_chunks):
+def softmax_pipelined_scaled(x, out, t, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)
-        kernels.log_softmax(x, out, t, start, stop)
+        kernels.softmax_pipelined_scaled(x, out, t, start, stop)
 
 
 @parallel_kernel
-def log_softmax_streamed(x, out, t, n_chunks):
+def softmax_rescaled_unit(x, out, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)
-        kernels.log_softmax_streamed(x, out, t, start, stop)
+        kernels.softmax_rescaled_unit(x, out, start, stop)
 
 
 @parallel_kernel
-def softmax_short(x, out, t, n_chunks):
+def softmax_rescaled_scaled(x, out, t, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)
-        kernels.softmax_short(x, out, t, start, stop)
+        kernels.softmax_rescaled_scaled(x, out, t, start, stop)
 
 
 @parallel_kernel
-def log_softmax_short(x, out, t, n_chunks):
+def softmax_short_unit(x, out, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)
-        kernels.log_softmax_short(x, out, t, start, stop)
+        kernels.softmax_short_unit(x, out, start, stop)
+
+
+@parallel_kernel
+def softmax_short_scaled(x, out, t, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.softmax_short_scaled(x, out, t, start, stop)
+
+
+@parallel_kernel
+def log_softmax_unit(x, out, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.log_softmax_unit(x, out, start, stop)
+
+
+@parallel_kernel
+def log_softmax_scaled(x, out, t, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.log_softmax_scaled(x, out, t, start, stop)
+
+
+@parallel_kernel
+def log_softmax_short_unit(x, out, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.log_softmax_short_unit(x, out, start, stop)
+
+
+@parallel_kernel
+def log_softmax_short_scaled(x, out, t, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.log_softmax_short_scaled(x, out, t, start, stop)
+
+
+@parallel_kernel
+def log_softmax_streamed_unit(x, out, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.log_softmax_streamed_unit(x, out, start, stop)
+
+
+@parallel_kernel
+def log_softmax_pipelined_unit(x, out, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.log_softmax_pipelined_unit(x, out, start, stop)
 
 
 @parallel_kernel

@@ -19,16 +19,15 @@ def _by_width(name, x):
     return name + "_short" if x.shape[1] <= SHORT_ROW_MAX else name
 
 
-def _by_output(name, x, out):
-    """`_by_width`, or the ``_streamed`` variant for large outputs of rows long enough."""
-    if x.shape[1] >= kernels.STREAMED_ROW_MIN and out.nbytes >= kernels.STREAMED_MIN_BYTES:
-        return name + "_streamed"
-    return _by_width(name, x)
+def _streams(x, out):
+    """Whether log_softmax at ``t = 1`` streams its output: rows long enough and a
+    large output (`kernels.log_softmax_streamed_unit`)."""
+    return x.shape[1] >= kernels.STREAMED_ROW_MIN and out.nbytes >= kernels.STREAMED_MIN_BYTES
 
 
 def _pipelines(x, out, threads):
-    """Whether softmax takes `kernels.softmax_pipelined`: long rows, a large output,
-    and enough rows that two workspace rows per thread fit the memory rule."""
+    """Whether softmax takes the ``softmax_pipelined`` kernels: long rows, a large
+    output, and enough rows that two workspace rows per thread fit the memory rule."""
     n_rows, n_cols = x.shape
     return (
         n_cols >= kernels.PIPELINED_ROW_MIN
@@ -38,8 +37,8 @@ def _pipelines(x, out, threads):
 
 
 def _rescales(x, out):
-    """Whether softmax takes `kernels.softmax_rescaled` (when it has no workspace, see
-    `_pipelines`): a large output, and rows too long for L2 but short enough that
+    """Whether softmax takes the ``softmax_rescaled`` kernels (when it has no workspace,
+    see `_pipelines`): a large output, and rows too long for L2 but short enough that
     each row's output is still in cache when it is scaled."""
     row_bytes = x.shape[1] * x.itemsize
     return (
@@ -58,6 +57,14 @@ class Protocol:
         self._run = run
         self._threads = threads
 
+    def _by_temperature(self, name, x, out, inv_temperature):
+        """Run ``name + "_unit"`` at ``t = 1``, else ``name + "_scaled"`` with `t`:
+        separate kernels, so that a first call compiles only one of them."""
+        if inv_temperature == 1.0:
+            self._run(name + "_unit", x, (x, out))
+        else:
+            self._run(name + "_scaled", x, (x, out, float(inv_temperature)))
+
     def softmax(self, x, out, inv_temperature):
         if _pipelines(x, out, self._threads(x)):
             name = "softmax_pipelined"
@@ -65,10 +72,17 @@ class Protocol:
             name = "softmax_rescaled"
         else:
             name = _by_width("softmax", x)
-        self._run(name, x, (x, out, float(inv_temperature)))
+        self._by_temperature(name, x, out, inv_temperature)
 
     def log_softmax(self, x, out, inv_temperature):
-        self._run(_by_output("log_softmax", x, out), x, (x, out, float(inv_temperature)))
+        # streamed stores only at t = 1; rows of PIPELINED_ROW_MIN and more pipelined
+        if inv_temperature == 1.0 and _streams(x, out):
+            if x.shape[1] >= kernels.PIPELINED_ROW_MIN:
+                self._run("log_softmax_pipelined_unit", x, (x, out))
+            else:
+                self._run("log_softmax_streamed_unit", x, (x, out))
+            return
+        self._by_temperature(_by_width("log_softmax", x), x, out, inv_temperature)
 
     def logsumexp(self, x, out):
         self._run(_by_width("logsumexp", x), x, (x, out))
