@@ -228,14 +228,11 @@ def cross_entropy(
     def add_block(block):
         total[...] += np.sum(block, dtype=np.float64)
 
-    if reduction == "none":
-        loss_array = np.empty(batch_shape, dtype=result_dtype)
-        loss_operand = Operand(loss_array, kernel_dtype, output=True, per_row=True)
-        block_rows = None
-    elif math.prod(batch_shape) <= LOSS_BLOCK_ROWS:
-        # no more rows than a block: their losses in one array, summed once,
+    if reduction == "none" or math.prod(batch_shape) <= LOSS_BLOCK_ROWS:
+        # reduced losses of no more rows than a block: in one array, summed once,
         # without a scratch buffer and its copies (tens of microseconds a call)
-        loss_array = np.empty(batch_shape, dtype=kernel_dtype)
+        loss_dtype = result_dtype if reduction == "none" else kernel_dtype
+        loss_array = np.empty(batch_shape, dtype=loss_dtype)
         loss_operand = Operand(loss_array, kernel_dtype, output=True, per_row=True)
         block_rows = None
     else:

@@ -110,9 +110,8 @@ def _block_rows(operands, n_rows, input_bytes, max_block_rows):
     return min(rows, max(n_rows, 1))
 
 
-def _run_2d(kernel, operands, views, input_bytes, max_block_rows):
+def _run_2d(kernel, operands, views, max_block_rows):
     """Run `kernel` over one two-dimensional problem (a 1-D per-row view each)."""
-    n_rows = next(v.shape[0] for v in views if v is not None)
     ready = [
         v is not None and _kernel_ready(v, op.dtype, op.per_row)
         for op, v in zip(operands, views)
@@ -120,6 +119,9 @@ def _run_2d(kernel, operands, views, input_bytes, max_block_rows):
     if all(ready) and max_block_rows is None:
         kernel(*views)
         return
+    n_rows = next(v.shape[0] for v in views if v is not None)
+    # the buffers' size follows the whole call's input, not this problem's
+    input_bytes = sum(op.array.nbytes for op in operands if op.array is not None and not op.output)
     staged = [op for op, r in zip(operands, ready) if not r]
     block = _block_rows(staged, n_rows, input_bytes, max_block_rows)
     buffers = [
@@ -168,13 +170,10 @@ def run_rows(kernel, operands, lead, max_block_rows=None):
     n_rows = math.prod(lead)
     if n_rows == 0:
         return
-    if len(lead) == 1 and max_block_rows is None and all(
-        op.array is not None and _kernel_ready(op.array, op.dtype, op.per_row) for op in operands
-    ):  # the common case, in a few microseconds less
-        kernel(*(op.array for op in operands))
+    if len(lead) == 1:  # one two-dimensional problem: nothing to collapse or iterate
+        _run_2d(kernel, operands, [op.array for op in operands], max_block_rows)
         return
     real = [op.array for op in operands if op.array is not None]
-    input_bytes = sum(op.array.nbytes for op in operands if op.array is not None and not op.output)
     new_lead, collapsed = _collapse_lead(lead, real)
     it = iter(collapsed)
     views = [None if op.array is None else next(it) for op in operands]
@@ -184,4 +183,4 @@ def run_rows(kernel, operands, lead, max_block_rows=None):
     outer = new_lead[:-1]
     for index in itertools.product(*(range(n) for n in outer)):
         sub = [None if v is None else v[index] for v in views]
-        _run_2d(kernel, operands, sub, input_bytes, max_block_rows)
+        _run_2d(kernel, operands, sub, max_block_rows)
