@@ -23,7 +23,7 @@ series in ``s = f / (2 + f)`` with fdlibm's coefficients, within one ulp.
 
 import numpy as np
 from numba.core import types
-from numba.extending import overload
+from numba.extending import overload, register_jitable
 
 from .intrinsics import float32_from_bits, float64_from_bits, float_bits
 from .jit import KERNEL_FASTMATH
@@ -100,23 +100,32 @@ _E64 = (
 )
 
 
-def _exp64(x):
-    """exp of a float64."""
-    shifted = x * _LOG2E_64 + _ROUND_64
-    kf = shifted - _ROUND_64
+@register_jitable(fastmath=set(KERNEL_FASTMATH), forceinline=True)
+def _reduced64(x, rounding, coefficients):
+    """``(p, shifted)`` of the float64 exps: ``shifted = x / ln2 + rounding`` holds
+    ``k`` (plus the bias `rounding` carries) in its low bits, and ``p`` is the
+    polynomial with `coefficients` at ``r = x - k ln2``."""
+    shifted = x * _LOG2E_64 + rounding
+    kf = shifted - rounding
     r = x - kf * _LN2_HI_64
     r = r - kf * _LN2_LO_64
-    p = _E64[10]
-    p = p * r + _E64[9]
-    p = p * r + _E64[8]
-    p = p * r + _E64[7]
-    p = p * r + _E64[6]
-    p = p * r + _E64[5]
-    p = p * r + _E64[4]
-    p = p * r + _E64[3]
-    p = p * r + _E64[2]
-    p = p * r + _E64[1]
-    p = p * r + _E64[0]
+    p = coefficients[10]
+    p = p * r + coefficients[9]
+    p = p * r + coefficients[8]
+    p = p * r + coefficients[7]
+    p = p * r + coefficients[6]
+    p = p * r + coefficients[5]
+    p = p * r + coefficients[4]
+    p = p * r + coefficients[3]
+    p = p * r + coefficients[2]
+    p = p * r + coefficients[1]
+    p = p * r + coefficients[0]
+    return p, shifted
+
+
+def _exp64(x):
+    """exp of a float64."""
+    p, shifted = _reduced64(x, _ROUND_64, _E64)
     y = p * float64_from_bits(float_bits(shifted) << np.int64(52))
     y = 0.0 if x < EXP64_MIN else y
     return np.inf if x > EXP64_MAX else y
@@ -137,21 +146,7 @@ _E64_LOW = tuple(c * 2.0**-512 for c in _E64)  # exact: a power of two
 def _exp64_nonpositive(x):
     """exp of a float64 that is <= 0 or NaN (larger arguments give garbage)."""
     x = _EXP64_CLAMP if x < _EXP64_CLAMP else x  # NaN stays NaN
-    shifted = x * _LOG2E_64 + _ROUND_64_LOW
-    kf = shifted - _ROUND_64_LOW
-    r = x - kf * _LN2_HI_64
-    r = r - kf * _LN2_LO_64
-    p = _E64_LOW[10]
-    p = p * r + _E64_LOW[9]
-    p = p * r + _E64_LOW[8]
-    p = p * r + _E64_LOW[7]
-    p = p * r + _E64_LOW[6]
-    p = p * r + _E64_LOW[5]
-    p = p * r + _E64_LOW[4]
-    p = p * r + _E64_LOW[3]
-    p = p * r + _E64_LOW[2]
-    p = p * r + _E64_LOW[1]
-    p = p * r + _E64_LOW[0]
+    p, shifted = _reduced64(x, _ROUND_64_LOW, _E64_LOW)
     return p * float64_from_bits(float_bits(shifted) << np.int64(52))
 
 
