@@ -1402,22 +1402,46 @@ FS_ALWAYS_INLINE fs_vf32 F(columns_sum)(const fs_vf32 col[REGISTER_MAX_COLS], in
     return part[0];
 }
 
+/* out = e / (sum of e) for one group of 8 rows held as columns (e is overwritten) */
+FS_ALWAYS_INLINE void F(columns_normalize_store)(float *out, int64_t out_stride,
+                                                 fs_vf32 e[REGISTER_MAX_COLS], int cols)
+{
+    fs_vf32 inverse = fs_vf32_splat(1.0f) / F(columns_sum)(e, cols);
+#pragma GCC unroll 16
+    for (int j = 0; j < cols; j++)
+        e[j] *= inverse;
+    F(columns_store)(out, out_stride, e, cols);
+}
+
+/*
+ * Software-pipelined by one group: each iteration loads group g and finds
+ * its maxima, normalizes and stores group g - 1, then exponentiates group g.
+ * Written group after group, the loads and maxima at the head of a group and
+ * the sum, division and transposes at its tail are chains with little
+ * parallelism, and one group's 300 or so instructions outrun the window the
+ * core schedules from, so the next group's exponentials could not fill them
+ * (AVX2, Zen 3, 4096 x 10 in L1, one thread: 0.55 -> 0.46 ns/element).
+ */
 FS_ALWAYS_INLINE void F(softmax_registers_at)(const float *x, int64_t x_stride, float *out,
                                               int64_t out_stride, int64_t groups, int cols)
 {
-    for (int64_t g = 0; g < groups; g++) {
-        fs_vf32 col[REGISTER_MAX_COLS];
+    if (groups <= 0)
+        return;
+    fs_vf32 col[REGISTER_MAX_COLS], e[REGISTER_MAX_COLS];
+    F(columns_load)(col, x, x_stride, cols);
+    fs_vf32 m = F(columns_max)(col, cols);
+#pragma GCC unroll 16
+    for (int j = 0; j < cols; j++)
+        e[j] = VECTOR_EXP(col[j] - m);
+    for (int64_t g = 1; g < groups; g++) {
         F(columns_load)(col, x + g * 8 * x_stride, x_stride, cols);
-        fs_vf32 m = F(columns_max)(col, cols);
+        m = F(columns_max)(col, cols);
+        F(columns_normalize_store)(out + (g - 1) * 8 * out_stride, out_stride, e, cols);
 #pragma GCC unroll 16
         for (int j = 0; j < cols; j++)
-            col[j] = VECTOR_EXP(col[j] - m);
-        fs_vf32 inverse = fs_vf32_splat(1.0f) / F(columns_sum)(col, cols);
-#pragma GCC unroll 16
-        for (int j = 0; j < cols; j++)
-            col[j] *= inverse;
-        F(columns_store)(out + g * 8 * out_stride, out_stride, col, cols);
+            e[j] = VECTOR_EXP(col[j] - m);
     }
+    F(columns_normalize_store)(out + (groups - 1) * 8 * out_stride, out_stride, e, cols);
 }
 
 /*
