@@ -51,30 +51,46 @@ _E32 = tuple(
 )
 
 
-def _exp32_nonpositive(x):
-    """exp of a float32 that is <= 0 or NaN (larger arguments give garbage)."""
-    # No float-to-integer conversion, so no clamping before it.
-    shifted = x * _LOG2E_32 + _ROUND_32
-    kf = shifted - _ROUND_32
+@register_jitable(fastmath=set(KERNEL_FASTMATH), forceinline=True)
+def _reduced32(x, rounding, coefficients):
+    """``(p, shifted)`` of the float32 exps, as `_reduced64` for float64."""
+    shifted = x * _LOG2E_32 + rounding
+    kf = shifted - rounding
     r = x - kf * _LN2_HI_32
     r = r - kf * _LN2_LO_32
-    p = _E32[6]
-    p = p * r + _E32[5]
-    p = p * r + _E32[4]
-    p = p * r + _E32[3]
-    p = p * r + _E32[2]
-    p = p * r + _E32[1]
-    p = p * r + _E32[0]
-    # The bits of `shifted` end in k + 127; the higher ones (those of
-    # 1.5 * 2**23) fall off the left when shifted by 23: 2**k is bits << 23.
-    scale = float32_from_bits(float_bits(shifted) << np.int32(23))
-    y = p * scale
-    return np.float32(0.0) if x < EXP32_MIN else y
+    p = coefficients[6]
+    p = p * r + coefficients[5]
+    p = p * r + coefficients[4]
+    p = p * r + coefficients[3]
+    p = p * r + coefficients[2]
+    p = p * r + coefficients[1]
+    p = p * r + coefficients[0]
+    return p, shifted
+
+
+# exp_nonpositive as the C backend's vector exp (and `_exp64_nonpositive`):
+# the polynomial carries 2**-64 and the bits of `shifted` end in k + 127 + 64,
+# so results down to the smallest subnormal round once, and a maximum clamps
+# the argument first where a compare and a select zeroed the result after.
+_EXP32_CLAMP = np.float32(-110.0)  # exp rounds to 0 below -103.3; k + 64 >= -95 here
+_ROUND_32_LOW = np.float32(1.5 * 2**23 + 127 + 64)
+_E32_LOW = tuple(np.float32(c * 2.0**-64) for c in _E32)  # exact: a power of two
+
+
+def _exp32_nonpositive(x):
+    """exp of a float32 that is <= 0 or NaN (larger arguments give garbage)."""
+    x = _EXP32_CLAMP if x < _EXP32_CLAMP else x  # NaN stays NaN
+    p, shifted = _reduced32(x, _ROUND_32_LOW, _E32_LOW)
+    # The bits of `shifted` end in k + 127 + 64; the higher ones (those of
+    # 1.5 * 2**23) fall off the left when shifted by 23: 2**(k + 64).
+    return p * float32_from_bits(float_bits(shifted) << np.int32(23))
 
 
 def _exp32(x):
     """exp of a float32."""
-    y = exp_nonpositive(x)
+    p, shifted = _reduced32(x, _ROUND_32, _E32)
+    y = p * float32_from_bits(float_bits(shifted) << np.int32(23))
+    y = np.float32(0.0) if x < EXP32_MIN else y
     return np.float32(np.inf) if x > EXP32_MAX else y
 
 

@@ -63,19 +63,20 @@ def _exp_nonpositive(builder, x):
     def sub(a, b):
         return builder.fsub(a, b, flags=_FLAGS)
 
-    shifted = add(mul(x, _splat(elementary._LOG2E_32)), _splat(elementary._ROUND_32))
-    kf = sub(shifted, _splat(elementary._ROUND_32))
+    clamp = _splat(elementary._EXP32_CLAMP)
+    x = builder.select(builder.fcmp_ordered("<", x, clamp), clamp, x)  # NaN stays NaN
+    rounding = _splat(elementary._ROUND_32_LOW)
+    shifted = add(mul(x, _splat(elementary._LOG2E_32)), rounding)
+    kf = sub(shifted, rounding)
     r = sub(x, mul(kf, _splat(elementary._LN2_HI_32)))
     r = sub(r, mul(kf, _splat(elementary._LN2_LO_32)))
-    coefficients = elementary._E32
+    coefficients = elementary._E32_LOW
     p = _splat(coefficients[-1])
     for c in reversed(coefficients[:-1]):
         p = add(mul(p, r), _splat(c))
     mantissa_bits = ir.Constant(_INT_VECTOR, [23] * LANES)
     bits = builder.shl(builder.bitcast(shifted, _INT_VECTOR), mantissa_bits)
-    y = mul(p, builder.bitcast(bits, _VECTOR))
-    below = builder.fcmp_ordered("<", x, _splat(elementary.EXP32_MIN))
-    return builder.select(below, _splat(0.0), y)
+    return mul(p, builder.bitcast(bits, _VECTOR))
 
 
 def _maximum(builder, a, b):
