@@ -608,7 +608,7 @@ def test_vector_exp_gives_the_scalar_result_lane_for_lane():
     np.testing.assert_array_equal(scalar.view(np.uint32), vector.view(np.uint32))
 
 
-@pytest.mark.parametrize("width", [8, 10, 12, 16])
+@pytest.mark.parametrize("width", [8, 9, 10, 12, 13, 16])
 def test_register_rows_do_not_depend_on_the_thread_count(width):
     # Rows of 8 to 16 float32 classes go eight at a time through registers,
     # the last few padded to eight: every split must give the same bits.

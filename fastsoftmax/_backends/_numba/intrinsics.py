@@ -205,8 +205,9 @@ def _transpose8(builder, rows):
     return columns
 
 
-def _vector_pointers(context, builder, array_type, array, row, col, width):
-    """Pointers to the `width` runs of `width` elements at ``array[row + i, col:col + width]``."""
+def _vector_pointers(context, builder, array_type, array, row, col, width, rows=None):
+    """Pointers to the runs of `width` elements at ``array[row + i, col:col + width]``,
+    for i below `rows` (default: `width`)."""
     ary = context.make_array(array_type)(context, builder, value=array)
     shape = cgutils.unpack_tuple(builder, ary.shape, 2)
     strides = cgutils.unpack_tuple(builder, ary.strides, 2)
@@ -220,7 +221,7 @@ def _vector_pointers(context, builder, array_type, array, row, col, width):
         builder.inttoptr(
             builder.add(address, builder.mul(strides[0], cgutils.intp_t(i))), vector_pointer
         )
-        for i in range(width)
+        for i in range(width if rows is None else rows)
     ]
 
 

@@ -3,14 +3,16 @@
 The tile of ``blocks`` takes four passes over a stack array for such rows
 (the transposed copy in, the maxima, the exponentials, the copy out), and
 those passes cost more than the arithmetic. Here an intrinsic loads eight
-rows as columns through two 8 x 8 register transposes (the second one of the
-last eight classes, overlapping the first) and takes their maxima,
-exponentials and sums in registers: `softmax8` writes the probabilities back
-through the same transposes; `tile_gaps8` leaves the gaps ``x - m`` and the
-sums to a tile, where log-softmax takes the logarithms of a whole tile in one
-vectorized loop (there is no vector ``log`` here) and ``blocks`` copies the
-gaps out transposed, less those logarithms. Each class count from 8 to 16
-gets code of its own, so no exponential is computed twice.
+rows as columns through register transposes (8 x 8 of the first eight
+classes, then of the last four or eight, overlapping the first) and takes
+their maxima, exponentials and sums in registers: `softmax_groups8` writes
+the probabilities back through the same transposes, group after group in
+one software-pipelined loop, and `softmax8` one group; `tile_gaps8` leaves
+the gaps ``x - m`` and the sums to a tile, where log-softmax takes the
+logarithms of a whole tile in one vectorized loop (there is no vector
+``log`` here) and ``blocks`` copies the gaps out transposed, less those
+logarithms. Each class count from 8 to 16 gets code of its own, so no
+exponential is computed twice.
 
 The exponential is ``elementary.exp_nonpositive`` for float32, the same
 operations in the same order on ``<8 x float>`` vectors, so each lane gives
@@ -28,8 +30,11 @@ from numba.extending import intrinsic, overload
 
 from . import elementary
 from .intrinsics import (
+    _PAIRS,
+    _UNPACK,
     _is_float32_matrix,
     _is_vector_of_floats,
+    _shuffle,
     _transpose8,
     _vector_pointers,
     stack_array,
@@ -101,26 +106,80 @@ def _vector_at(builder, pointer, offset_bytes):
     return builder.inttoptr(address, _VECTOR.as_pointer())
 
 
-def _load_columns(context, builder, matrix_type, matrix, row, n_classes):
-    """The columns of rows ``row:row + 8``: those of classes 0-7, then of the last 8."""
-    tail_start = builder.sub(n_classes, cgutils.intp_t(LANES))
-    head_tail = []
-    for col in (cgutils.intp_t(0), tail_start):
-        pointers = _vector_pointers(context, builder, matrix_type, matrix, row, col, LANES)
-        head_tail.append(_transpose8(builder, [builder.load(p, align=4) for p in pointers]))
-    return head_tail
+# Up to this many classes the classes past the first eight come from a 4-wide
+# transpose of the last four, as in the C backend: an 8-wide one took eight
+# more registers, which LLVM found by spilling.
+NARROW_TAIL_MAX = 12
+
+
+def _halves(builder, low, high):
+    """The <8 x float> vector ``[low | high]`` of two <4 x float> ones."""
+    return _shuffle(builder, low, high, tuple(range(8)))
+
+
+def _transpose4x2(builder, vectors):
+    """The 4 x 4 transposes within each 128-bit half of the four `vectors`."""
+    a, b, c, d = vectors
+    ab_low, ab_high = (_shuffle(builder, a, b, mask) for mask in _UNPACK)
+    cd_low, cd_high = (_shuffle(builder, c, d, mask) for mask in _UNPACK)
+    return [
+        _shuffle(builder, ab_low, cd_low, _PAIRS[0]),
+        _shuffle(builder, ab_low, cd_low, _PAIRS[1]),
+        _shuffle(builder, ab_high, cd_high, _PAIRS[0]),
+        _shuffle(builder, ab_high, cd_high, _PAIRS[1]),
+    ]
+
+
+def _load_columns(context, builder, matrix_type, matrix, row, n_classes, n):
+    """The `n` columns (8 to 16) of rows ``row:row + 8``, `n_classes` being n at run time.
+
+    Classes 0-7 come from an 8 x 8 transpose; the others from a transpose of
+    the last four classes or, past NARROW_TAIL_MAX, of the last eight.
+    """
+    first = cgutils.intp_t(0)
+    pointers = _vector_pointers(context, builder, matrix_type, matrix, row, first, LANES)
+    head = _transpose8(builder, [builder.load(p, align=4) for p in pointers])
+    if n == LANES:
+        return head
+    width = 4 if n <= NARROW_TAIL_MAX else LANES
+    tail_start = builder.sub(n_classes, cgutils.intp_t(width))
+    pointers = _vector_pointers(
+        context, builder, matrix_type, matrix, row, tail_start, width, rows=LANES
+    )
+    if width == LANES:
+        tail = _transpose8(builder, [builder.load(p, align=4) for p in pointers])
+    else:
+        quarters = [builder.load(p, align=4) for p in pointers]  # rows of 4 classes
+        tail = _transpose4x2(
+            builder, [_halves(builder, quarters[i], quarters[i + 4]) for i in range(4)]
+        )
+    return head + tail[width - (n - LANES) :]
 
 
 def _store_columns(context, builder, matrix_type, matrix, row, n_classes, columns):
     """Rows ``row:row + 8`` from their `columns` (all 8 to 16 of them)."""
     n = len(columns)
-    tail_start = builder.sub(n_classes, cgutils.intp_t(LANES))
-    # the last eight classes first: the first eight then overwrite the overlap
-    # with the same values
-    for col, block in ((tail_start, columns[n - LANES :]), (cgutils.intp_t(0), columns[:LANES])):
-        pointers = _vector_pointers(context, builder, matrix_type, matrix, row, col, LANES)
-        for value, pointer in zip(_transpose8(builder, block), pointers):
+    if n > LANES:
+        # the last classes first: the first eight then overwrite the overlap
+        # with the same values
+        width = 4 if n <= NARROW_TAIL_MAX else LANES
+        tail_start = builder.sub(n_classes, cgutils.intp_t(width))
+        pointers = _vector_pointers(
+            context, builder, matrix_type, matrix, row, tail_start, width, rows=LANES
+        )
+        if width == LANES:
+            rows = _transpose8(builder, columns[n - LANES :])
+        else:
+            halves = _transpose4x2(builder, columns[n - 4 :])
+            rows = [_shuffle(builder, v, v, (0, 1, 2, 3)) for v in halves] + [
+                _shuffle(builder, v, v, (4, 5, 6, 7)) for v in halves
+            ]
+        for value, pointer in zip(rows, pointers):
             builder.store(value, pointer, align=4)
+    first = cgutils.intp_t(0)
+    pointers = _vector_pointers(context, builder, matrix_type, matrix, row, first, LANES)
+    for value, pointer in zip(_transpose8(builder, columns[:LANES]), pointers):
+        builder.store(value, pointer, align=4)
 
 
 def _exponentials(builder, columns):
@@ -158,14 +217,14 @@ def _gaps_codegen():
         row = context.cast(builder, row, row_type, types.intp)
         n_classes = context.cast(builder, n_classes, classes_type, types.intp)
         lane = context.cast(builder, lane, lane_type, types.intp)
-        head, tail = _load_columns(context, builder, source_type, source, row, n_classes)
         tile_array = context.make_array(tile_type)(context, builder, value=tile)
         tile_stride = cgutils.unpack_tuple(builder, tile_array.strides, 2)[0]
         tile_lane = builder.mul(lane, cgutils.intp_t(4))
         sums_array = context.make_array(sums_type)(context, builder, value=sums)
 
         def emit(n):
-            gaps, _, total = _exponentials(builder, head + tail[MAX_CLASSES - n :])
+            columns = _load_columns(context, builder, source_type, source, row, n_classes, n)
+            gaps, _, total = _exponentials(builder, columns)
             for j, value in enumerate(gaps):
                 offset = builder.add(builder.mul(tile_stride, cgutils.intp_t(j)), tile_lane)
                 builder.store(value, _vector_at(builder, tile_array.data, offset), align=4)
@@ -175,6 +234,14 @@ def _gaps_codegen():
         return context.get_dummy_value()
 
     return codegen
+
+
+def _normalize_store(context, builder, target_type, target, target_row, n_classes, exps):
+    """Rows ``target_row:target_row + 8`` of `target`: `exps` over their per-lane sum."""
+    total = _pairwise(builder, exps, lambda a, b: builder.fadd(a, b, flags=_FLAGS))
+    inverse = builder.fdiv(_splat(1.0), total, flags=_FLAGS)
+    probabilities = [builder.fmul(e, inverse, flags=_FLAGS) for e in exps]
+    _store_columns(context, builder, target_type, target, target_row, n_classes, probabilities)
 
 
 @intrinsic
@@ -199,20 +266,85 @@ def softmax8(typingctx, source, row, n_classes, target, target_row):
         row = context.cast(builder, row, row_type, types.intp)
         n_classes = context.cast(builder, n_classes, classes_type, types.intp)
         target_row = context.cast(builder, target_row, target_row_type, types.intp)
-        head, tail = _load_columns(context, builder, source_type, source, row, n_classes)
 
         def emit(n):
-            _, exps, total = _exponentials(builder, head + tail[MAX_CLASSES - n :])
-            inverse = builder.fdiv(_splat(1.0), total, flags=_FLAGS)
-            probabilities = [builder.fmul(e, inverse, flags=_FLAGS) for e in exps]
-            _store_columns(
-                context, builder, target_type, target, target_row, n_classes, probabilities
-            )
+            columns = _load_columns(context, builder, source_type, source, row, n_classes, n)
+            _, exps, _ = _exponentials(builder, columns)
+            _normalize_store(context, builder, target_type, target, target_row, n_classes, exps)
 
         _by_classes(builder, n_classes, emit)
         return context.get_dummy_value()
 
     return types.none(source, row, n_classes, target, target_row), codegen
+
+
+@intrinsic
+def softmax_groups8(typingctx, source, row, n_groups, n_classes, target, target_row):
+    """`softmax8` of the `n_groups` groups of 8 rows from `row` (and `target_row`) on.
+
+    Software-pipelined by one group, as the C backend's register kernel: each
+    turn loads group g and takes its maxima, writes group g - 1, then takes
+    the exponentials of group g. Group after group, the loads and maxima that
+    start a group and the sum, division and stores that end it are chains
+    with little parallelism, and a group is more instructions than the core
+    schedules from, so the next group's exponentials could not fill them.
+    The class count is switched on once, outside the loop.
+    """
+    if not (
+        _is_float32_matrix(source)
+        and _is_float32_matrix(target)
+        and isinstance(row, types.Integer)
+        and isinstance(n_groups, types.Integer)
+        and isinstance(n_classes, types.Integer)
+        and isinstance(target_row, types.Integer)
+    ):
+        return None
+
+    def codegen(context, builder, signature, args):
+        source, row, n_groups, n_classes, target, target_row = args
+        source_type, target_type = signature.args[0], signature.args[4]
+        row, n_groups, n_classes, target_row = (
+            context.cast(builder, value, value_type, types.intp)
+            for value, value_type in zip(
+                (row, n_groups, n_classes, target_row),
+                (signature.args[i] for i in (1, 2, 3, 5)),
+            )
+        )
+        carried = [cgutils.alloca_once(builder, _VECTOR) for _ in range(MAX_CLASSES)]
+        eight = cgutils.intp_t(LANES)
+        one = cgutils.intp_t(1)
+
+        def emit(n):
+            def columns_at(offset):
+                return _load_columns(
+                    context, builder, source_type, source, builder.add(row, offset), n_classes, n
+                )
+
+            def write(offset, exps):
+                at = builder.add(target_row, offset)
+                _normalize_store(context, builder, target_type, target, at, n_classes, exps)
+
+            with builder.if_then(builder.icmp_signed(">", n_groups, cgutils.intp_t(0))):
+                _, exps, _ = _exponentials(builder, columns_at(cgutils.intp_t(0)))
+                for slot, value in zip(carried, exps):
+                    builder.store(value, slot)
+                with cgutils.for_range(builder, builder.sub(n_groups, one)) as loop:
+                    offset = builder.mul(builder.add(loop.index, one), eight)
+                    columns = columns_at(offset)
+                    m = _pairwise(builder, columns, lambda a, b: _maximum(builder, a, b))
+                    write(builder.sub(offset, eight), [builder.load(c) for c in carried[:n]])
+                    for slot, column in zip(carried, columns):
+                        gap = builder.fsub(column, m, flags=_FLAGS)
+                        builder.store(_exp_nonpositive(builder, gap), slot)
+                write(
+                    builder.mul(builder.sub(n_groups, one), eight),
+                    [builder.load(c) for c in carried[:n]],
+                )
+
+        _by_classes(builder, n_classes, emit)
+        return context.get_dummy_value()
+
+    return types.none(source, row, n_groups, n_classes, target, target_row), codegen
 
 
 @intrinsic
@@ -328,18 +460,16 @@ def _softmax_rows(x, out, first, n):
 
     def in_groups(x, out, first, n):
         c = x.shape[1]
-        padded = stack_array(LANES, MAX_CLASSES, np.float32)
-        result = stack_array(LANES, MAX_CLASSES, np.float32)
-        for r in range(0, n, LANES):
-            source, row, target, target_row = x, first + r, out, first + r
-            rest = n - r
-            if rest < LANES:
-                pad_group(x, first + r, rest, padded)
-                source, row, target, target_row = padded, 0, result, 0
-            softmax8(source, row, c, target, target_row)
-            if rest < LANES:
-                for i in range(rest):
-                    for j in range(c):
-                        out[first + r + i, j] = result[i, j]
+        whole = n // LANES * LANES
+        softmax_groups8(x, first, n // LANES, c, out, first)
+        rest = n - whole
+        if rest:
+            padded = stack_array(LANES, MAX_CLASSES, np.float32)
+            result = stack_array(LANES, MAX_CLASSES, np.float32)
+            pad_group(x, first + whole, rest, padded)
+            softmax8(padded, 0, c, result, 0)
+            for i in range(rest):
+                for j in range(c):
+                    out[first + whole + i, j] = result[i, j]
 
     return in_groups
