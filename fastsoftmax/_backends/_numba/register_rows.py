@@ -432,14 +432,13 @@ def _gap_rows(x, first, n, gaps, sums):
 
     def in_groups(x, first, n, gaps, sums):
         c = x.shape[1]
-        padded = stack_array(LANES, MAX_CLASSES, np.float32)
-        for r in range(0, n, LANES):
-            source, row = x, first + r
-            rest = n - r
-            if rest < LANES:
-                pad_group(x, first + r, rest, padded)
-                source, row = padded, 0
-            tile_gaps8(source, row, c, gaps, r, sums)
+        whole = n // LANES * LANES
+        for r in range(0, whole, LANES):
+            tile_gaps8(x, first + r, c, gaps, r, sums)
+        if whole < n:
+            padded = stack_array(LANES, MAX_CLASSES, np.float32)
+            pad_group(x, first + whole, n - whole, padded)
+            tile_gaps8(padded, 0, c, gaps, whole, sums)
 
     return in_groups
 
