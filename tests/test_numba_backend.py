@@ -299,7 +299,7 @@ def kernel_cases():
         ("cross_entropy_class", lambda m: m[1].cross_entropy_class, ce(100)),
         ("cross_entropy_class_short", lambda m: m[1].cross_entropy_class_short, ce(10)),
         ("softmax_topk", lambda m: m[1].softmax_topk, topk(100)),
-        ("softmax_topk_short", lambda m: m[1].softmax_topk_short, topk(10)),
+        ("softmax_topk_short", lambda m: m[1].softmax_topk_short_scaled, topk(10)),
         ("parallel softmax", lambda m: m[2].softmax_unit, parallel_softmax),
         ("softmax_pipelined", lambda m: m[1].softmax_pipelined_unit, rowwise(100)),
         ("softmax_rescaled", lambda m: m[1].softmax_rescaled_unit, rowwise(3000)),

@@ -425,9 +425,12 @@ def softmax_topk_tiles(x, t, values, index, start, stop):
 
 
 @kernel
-def softmax_topk(x, t, values, index, start, stop):
-    """Top-k softmax of the short rows ``start:stop``; ``k = values.shape[1]``."""
-    if t == 1.0:
-        softmax_topk_tiles(x, x.dtype.type(1.0), values, index, start, stop)
-    else:
-        softmax_topk_tiles(x, t, values, index, start, stop)
+def softmax_topk_unit(x, values, index, start, stop):
+    """Top-k softmax at ``t = 1`` of the short rows ``start:stop``; ``k = values.shape[1]``."""
+    softmax_topk_tiles(x, x.dtype.type(1.0), values, index, start, stop)
+
+
+@kernel
+def softmax_topk_scaled(x, t, values, index, start, stop):
+    """Top-k softmax at any `t` of the short rows ``start:stop``; ``k = values.shape[1]``."""
+    softmax_topk_tiles(x, t, values, index, start, stop)

@@ -43,7 +43,8 @@ log_softmax_short_unit = blocks.log_softmax_unit
 log_softmax_short_scaled = blocks.log_softmax_scaled
 logsumexp_short = blocks.logsumexp
 cross_entropy_class_short = blocks.cross_entropy_class
-softmax_topk_short = blocks.softmax_topk
+softmax_topk_short_unit = blocks.softmax_topk_unit
+softmax_topk_short_scaled = blocks.softmax_topk_scaled
 
 
 @helper

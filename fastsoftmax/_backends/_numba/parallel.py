@@ -198,7 +198,14 @@ def softmax_topk(x, t, values, index, n_chunks):
 
 
 @parallel_kernel
-def softmax_topk_short(x, t, values, index, n_chunks):
+def softmax_topk_short_unit(x, values, index, n_chunks):
     for c in prange(n_chunks):
         start, stop = chunk(c, n_chunks, x)
-        kernels.softmax_topk_short(x, t, values, index, start, stop)
+        kernels.softmax_topk_short_unit(x, values, index, start, stop)
+
+
+@parallel_kernel
+def softmax_topk_short_scaled(x, t, values, index, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = chunk(c, n_chunks, x)
+        kernels.softmax_topk_short_scaled(x, t, values, index, start, stop)

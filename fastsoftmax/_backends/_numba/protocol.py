@@ -116,11 +116,13 @@ class Protocol:
         )
 
     def softmax_topk(self, x, inv_temperature, probs_out, index_out):
-        self._run(
-            _by_width("softmax_topk", x),
-            x,
-            (x, float(inv_temperature), probs_out, index_out),
-        )
+        t = float(inv_temperature)
+        if x.shape[1] > SHORT_ROW_MAX:  # one kernel: the heap, not the exps, dominates
+            self._run("softmax_topk", x, (x, t, probs_out, index_out))
+        elif t == 1.0:  # short rows: a kernel per temperature case, as softmax
+            self._run("softmax_topk_short_unit", x, (x, probs_out, index_out))
+        else:
+            self._run("softmax_topk_short_scaled", x, (x, t, probs_out, index_out))
 
     def export(self, namespace):
         """Bind the protocol functions as module-level names of `namespace`."""
