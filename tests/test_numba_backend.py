@@ -608,6 +608,40 @@ def test_vector_exp_gives_the_scalar_result_lane_for_lane():
     np.testing.assert_array_equal(scalar.view(np.uint32), vector.view(np.uint32))
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vector_exp_sums_take_the_scalar_exps(dtype):
+    # The pipelined log_softmax adds its exponentials a vector at a time
+    # (vector_exp.add_exps): one vector into each accumulator, they must be
+    # the scalar kernels' exps bit for bit.
+    import numba
+
+    from fastsoftmax._backends._numba.elementary import exp_nonpositive
+    from fastsoftmax._backends._numba.vector_exp import ACC_VECTORS, VECTOR_BYTES, add_exps
+
+    width = ACC_VECTORS * VECTOR_BYTES // np.dtype(dtype).itemsize
+
+    @numba.njit
+    def both(x, scalar, vector, acc):
+        for i in range(x.shape[0]):
+            scalar[i] = exp_nonpositive(x[i])
+        for i in range(0, x.shape[0], width):
+            acc[:] = 0.0
+            add_exps(acc, x[i : i + width], x.dtype.type(0.0), width)
+            vector[i : i + width] = acc
+
+    rng = np.random.default_rng(6)
+    special = [-np.inf, np.nan, 0.0, -0.0, -87.33, -103.9, -104.0, -708.4, -745.0, -746.0, -1e-8]
+    x = np.concatenate(
+        [-rng.exponential(30, 40_000), -rng.uniform(0, 800, 40_000), special * 16]
+    ).astype(dtype)
+    x = x[: x.size // width * width]
+    scalar, vector = np.empty_like(x), np.empty_like(x)
+    both(x, scalar, vector, np.empty(width, dtype))
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(scalar.view(bits), vector.view(bits))
+
+
 @pytest.mark.parametrize("width", [8, 9, 10, 12, 13, 16])
 def test_register_rows_do_not_depend_on_the_thread_count(width):
     # Rows of 8 to 16 float32 classes go eight at a time through registers,

@@ -14,9 +14,9 @@ logarithms of a whole tile in one vectorized loop (there is no vector
 logarithms. Each class count from 8 to 16 gets code of its own, so no
 exponential is computed twice.
 
-The exponential is ``elementary.exp_nonpositive`` for float32, the same
-operations in the same order on ``<8 x float>`` vectors, so each lane gives
-the scalar function's bits (``exp_nonpositive8`` exposes it to the tests).
+The exponential is ``vector_exp.exp_nonpositive`` on ``<8 x float>``
+vectors, which gives ``elementary.exp_nonpositive``'s bits lane for lane
+(``exp_nonpositive8`` exposes it to the tests).
 A maximum is a compare and select per pair of columns, which may skip a NaN;
 the row's exponentials and sum are NaN all the same, so the row comes out
 NaN as the contract wants. The sums are pairwise, at most four roundings
@@ -28,7 +28,6 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
-from . import elementary
 from .intrinsics import (
     _PAIRS,
     _UNPACK,
@@ -39,7 +38,8 @@ from .intrinsics import (
     _vector_pointers,
     stack_array,
 )
-from .jit import KERNEL_FASTMATH, helper
+from .jit import helper
+from .vector_exp import FLAGS, exp_nonpositive, splat
 
 LANES = 8
 MIN_CLASSES = 8
@@ -47,41 +47,10 @@ MAX_CLASSES = 16
 
 _FLOAT = ir.FloatType()
 _VECTOR = ir.VectorType(_FLOAT, LANES)
-_INT_VECTOR = ir.VectorType(ir.IntType(32), LANES)
-# the flags of every kernel's arithmetic, so LLVM fuses the same multiply-adds
-_FLAGS = tuple(sorted(KERNEL_FASTMATH))
 
 
 def _splat(value):
-    return ir.Constant(_VECTOR, [_FLOAT(float(np.float32(value)))] * LANES)
-
-
-def _exp_nonpositive(builder, x):
-    """``elementary.exp_nonpositive`` of a float32 vector, lane for lane."""
-
-    def mul(a, b):
-        return builder.fmul(a, b, flags=_FLAGS)
-
-    def add(a, b):
-        return builder.fadd(a, b, flags=_FLAGS)
-
-    def sub(a, b):
-        return builder.fsub(a, b, flags=_FLAGS)
-
-    clamp = _splat(elementary._EXP32_CLAMP)
-    x = builder.select(builder.fcmp_ordered("<", x, clamp), clamp, x)  # NaN stays NaN
-    rounding = _splat(elementary._ROUND_32_LOW)
-    shifted = add(mul(x, _splat(elementary._LOG2E_32)), rounding)
-    kf = sub(shifted, rounding)
-    r = sub(x, mul(kf, _splat(elementary._LN2_HI_32)))
-    r = sub(r, mul(kf, _splat(elementary._LN2_LO_32)))
-    coefficients = elementary._E32_LOW
-    p = _splat(coefficients[-1])
-    for c in reversed(coefficients[:-1]):
-        p = add(mul(p, r), _splat(c))
-    mantissa_bits = ir.Constant(_INT_VECTOR, [23] * LANES)
-    bits = builder.shl(builder.bitcast(shifted, _INT_VECTOR), mantissa_bits)
-    return mul(p, builder.bitcast(bits, _VECTOR))
+    return splat(_VECTOR, value)
 
 
 def _maximum(builder, a, b):
@@ -185,9 +154,9 @@ def _store_columns(context, builder, matrix_type, matrix, row, n_classes, column
 def _exponentials(builder, columns):
     """Per lane: the maximum m, the gaps ``columns - m``, their exponentials and sum."""
     m = _pairwise(builder, columns, lambda a, b: _maximum(builder, a, b))
-    gaps = [builder.fsub(column, m, flags=_FLAGS) for column in columns]
-    exps = [_exp_nonpositive(builder, gap) for gap in gaps]
-    total = _pairwise(builder, exps, lambda a, b: builder.fadd(a, b, flags=_FLAGS))
+    gaps = [builder.fsub(column, m, flags=FLAGS) for column in columns]
+    exps = [exp_nonpositive(builder, gap) for gap in gaps]
+    total = _pairwise(builder, exps, lambda a, b: builder.fadd(a, b, flags=FLAGS))
     return gaps, exps, total
 
 
@@ -238,9 +207,9 @@ def _gaps_codegen():
 
 def _normalize_store(context, builder, target_type, target, target_row, n_classes, exps):
     """Rows ``target_row:target_row + 8`` of `target`: `exps` over their per-lane sum."""
-    total = _pairwise(builder, exps, lambda a, b: builder.fadd(a, b, flags=_FLAGS))
-    inverse = builder.fdiv(_splat(1.0), total, flags=_FLAGS)
-    probabilities = [builder.fmul(e, inverse, flags=_FLAGS) for e in exps]
+    total = _pairwise(builder, exps, lambda a, b: builder.fadd(a, b, flags=FLAGS))
+    inverse = builder.fdiv(_splat(1.0), total, flags=FLAGS)
+    probabilities = [builder.fmul(e, inverse, flags=FLAGS) for e in exps]
     _store_columns(context, builder, target_type, target, target_row, n_classes, probabilities)
 
 
@@ -334,8 +303,8 @@ def softmax_groups8(typingctx, source, row, n_groups, n_classes, target, target_
                     m = _pairwise(builder, columns, lambda a, b: _maximum(builder, a, b))
                     write(builder.sub(offset, eight), [builder.load(c) for c in carried[:n]])
                     for slot, column in zip(carried, columns):
-                        gap = builder.fsub(column, m, flags=_FLAGS)
-                        builder.store(_exp_nonpositive(builder, gap), slot)
+                        gap = builder.fsub(column, m, flags=FLAGS)
+                        builder.store(exp_nonpositive(builder, gap), slot)
                 write(
                     builder.mul(builder.sub(n_groups, one), eight),
                     [builder.load(c) for c in carried[:n]],
@@ -388,7 +357,7 @@ def exp_nonpositive8(typingctx, values, out, first):
         offset = builder.mul(first, cgutils.intp_t(4))
         x = builder.load(_vector_at(builder, values_array.data, offset), align=4)
         result = _vector_at(builder, out_array.data, offset)
-        builder.store(_exp_nonpositive(builder, x), result, align=4)
+        builder.store(exp_nonpositive(builder, x), result, align=4)
         return context.get_dummy_value()
 
     return types.none(values, out, first), codegen

@@ -28,6 +28,7 @@ from .intrinsics import (
     unit_stride,
 )
 from .jit import helper, reduction
+from .vector_exp import add_exps
 
 # The one-pass log-sum-exp reads the row in blocks of this many elements: each
 # block comes from memory once and is scanned twice from the L1 cache.
@@ -501,16 +502,14 @@ def sum_exp_streaming(x, shift, row, row_out, k, lines, m, c, ahead, fetch):
     """
     head, _, end = lines
     turns = (end - head) // PIPE_STEP
-    acc = stack_array(1, PIPE_STEP, x.dtype)[0]
+    acc = stack_array(1, PIPE_STEP, x.dtype)[0]  # add_exps fills its first two vectors
     s = 0.0
     blocks = x.shape[0] // PIPE_BLOCK
     for b in range(blocks):
         for lane in range(PIPE_STEP):
             acc[lane] = 0.0
         for turn in range(b * PIPE_BLOCK, (b + 1) * PIPE_BLOCK, PIPE_STEP):
-            step = x[turn : turn + PIPE_STEP]
-            for lane in range(PIPE_STEP):
-                acc[lane] += exp_nonpositive(step[lane] - shift)
+            add_exps(acc, x[turn : turn + PIPE_STEP], shift, PIPE_STEP)
             if k < turns:
                 store_turn(row, row_out, k, lines, m, c)
                 k += 1
