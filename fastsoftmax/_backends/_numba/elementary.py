@@ -8,12 +8,12 @@ over them vectorizes (AVX2: eight float32 or four float64 lanes).
 ``exp(x)`` is exactly 0 for ``x = -inf`` and wherever the result would be
 below the smallest normal number, ``inf`` for ``+inf`` and wherever ``2**k``
 would not fit (a little before the true overflow: above 88.37 for float32 and
-709.0 for float64), NaN for NaN; float64 ``exp_nonpositive`` alone rounds
-results below the smallest normal number to subnormals, down to 0 below -745.2
-(as the C backend's exp). ``log`` is meant for the sums of exponentials
-the kernels take it of: exact to rounding for normal positive arguments,
-``-inf`` at 0, ``inf`` at ``inf``, NaN for NaN and negative arguments
-(subnormal arguments are not supported).
+709.0 for float64), NaN for NaN; ``exp_nonpositive`` instead rounds results
+below the smallest normal number to subnormals, down to 0 below about -104
+for float32 and -745.1 for float64 (as the C backend's exp). ``log`` is meant
+for the sums of exponentials the kernels take it of: exact to rounding for
+normal positive arguments, ``-inf`` at 0, ``inf`` at ``inf``, NaN for NaN and
+negative arguments (subnormal arguments are not supported).
 
 The exp coefficients are Chebyshev fits on ``[-ln2/2, ln2/2]`` (computed with
 mpmath): maximum relative error 2.1e-9 for the float32 degree 6, 2.4e-16 for
@@ -72,7 +72,7 @@ def _reduced32(x, rounding, coefficients):
 # the polynomial carries 2**-64 and the bits of `shifted` end in k + 127 + 64,
 # so results down to the smallest subnormal round once, and a maximum clamps
 # the argument first where a compare and a select zeroed the result after.
-_EXP32_CLAMP = np.float32(-110.0)  # exp rounds to 0 below -103.3; k + 64 >= -95 here
+_EXP32_CLAMP = np.float32(-110.0)  # exp rounds to 0 below -103.97; k + 64 >= -95 here
 _ROUND_32_LOW = np.float32(1.5 * 2**23 + 127 + 64)
 _E32_LOW = tuple(np.float32(c * 2.0**-64) for c in _E32)  # exact: a power of two
 
@@ -154,7 +154,7 @@ def _exp64(x):
 # the result would need zeroing (a compare and a mask, after it). A loop of
 # exponentials stored and summed, float64, 1000 elements in L1: 1.18-1.23 ->
 # 1.06-1.07 ns per element.
-_EXP64_CLAMP = -750.0  # exp rounds to 0 below -745.2; k + 512 >= -570 from here
+_EXP64_CLAMP = -750.0  # exp rounds to 0 below -745.13; k + 512 >= -570 from here
 _ROUND_64_LOW = 1.5 * 2.0**52 + 1535
 _E64_LOW = tuple(c * 2.0**-512 for c in _E64)  # exact: a power of two
 
