@@ -151,13 +151,23 @@ def _store_columns(context, builder, matrix_type, matrix, row, n_classes, column
         builder.store(value, pointer, align=4)
 
 
-def _exponentials(builder, columns):
-    """Per lane: the maximum m, the gaps ``columns - m``, their exponentials and sum."""
-    m = _pairwise(builder, columns, lambda a, b: _maximum(builder, a, b))
-    gaps = [builder.fsub(column, m, flags=FLAGS) for column in columns]
-    exps = [exp_nonpositive(builder, gap) for gap in gaps]
-    total = _pairwise(builder, exps, lambda a, b: builder.fadd(a, b, flags=FLAGS))
-    return gaps, exps, total
+def _maxima(builder, columns):
+    """The per-lane maximum of `columns`."""
+    return _pairwise(builder, columns, lambda a, b: _maximum(builder, a, b))
+
+
+def _sum(builder, vectors):
+    """The per-lane sum of `vectors`, pairwise."""
+    return _pairwise(builder, vectors, lambda a, b: builder.fadd(a, b, flags=FLAGS))
+
+
+def _gaps_and_exps(builder, columns, m):
+    """Per lane: the gaps ``columns - m`` and their exponentials."""
+    gaps, exps = [], []
+    for column in columns:
+        gaps.append(builder.fsub(column, m, flags=FLAGS))
+        exps.append(exp_nonpositive(builder, gaps[-1]))
+    return gaps, exps
 
 
 def _by_classes(builder, n_classes, emit):
@@ -193,7 +203,8 @@ def _gaps_codegen():
 
         def emit(n):
             columns = _load_columns(context, builder, source_type, source, row, n_classes, n)
-            gaps, _, total = _exponentials(builder, columns)
+            gaps, exps = _gaps_and_exps(builder, columns, _maxima(builder, columns))
+            total = _sum(builder, exps)
             for j, value in enumerate(gaps):
                 offset = builder.add(builder.mul(tile_stride, cgutils.intp_t(j)), tile_lane)
                 builder.store(value, _vector_at(builder, tile_array.data, offset), align=4)
@@ -205,10 +216,18 @@ def _gaps_codegen():
     return codegen
 
 
+def _float32_rows_and_integers(source, target, *integers):
+    """Whether a softmax intrinsic's types fit: two float32 matrices, then integers."""
+    return (
+        _is_float32_matrix(source)
+        and _is_float32_matrix(target)
+        and all(isinstance(i, types.Integer) for i in integers)
+    )
+
+
 def _normalize_store(context, builder, target_type, target, target_row, n_classes, exps):
     """Rows ``target_row:target_row + 8`` of `target`: `exps` over their per-lane sum."""
-    total = _pairwise(builder, exps, lambda a, b: builder.fadd(a, b, flags=FLAGS))
-    inverse = builder.fdiv(_splat(1.0), total, flags=FLAGS)
+    inverse = builder.fdiv(_splat(1.0), _sum(builder, exps), flags=FLAGS)
     probabilities = [builder.fmul(e, inverse, flags=FLAGS) for e in exps]
     _store_columns(context, builder, target_type, target, target_row, n_classes, probabilities)
 
@@ -220,13 +239,7 @@ def softmax8(typingctx, source, row, n_classes, target, target_row):
     All in registers: the rows in and out through transposes. float32
     matrices with unit stride along a row, 8 to 16 classes; no bounds checks.
     """
-    if not (
-        _is_float32_matrix(source)
-        and _is_float32_matrix(target)
-        and isinstance(row, types.Integer)
-        and isinstance(n_classes, types.Integer)
-        and isinstance(target_row, types.Integer)
-    ):
+    if not _float32_rows_and_integers(source, target, row, n_classes, target_row):
         return None
 
     def codegen(context, builder, signature, args):
@@ -238,7 +251,7 @@ def softmax8(typingctx, source, row, n_classes, target, target_row):
 
         def emit(n):
             columns = _load_columns(context, builder, source_type, source, row, n_classes, n)
-            _, exps, _ = _exponentials(builder, columns)
+            _, exps = _gaps_and_exps(builder, columns, _maxima(builder, columns))
             _normalize_store(context, builder, target_type, target, target_row, n_classes, exps)
 
         _by_classes(builder, n_classes, emit)
@@ -259,14 +272,7 @@ def softmax_groups8(typingctx, source, row, n_groups, n_classes, target, target_
     schedules from, so the next group's exponentials could not fill them.
     The class count is switched on once, outside the loop.
     """
-    if not (
-        _is_float32_matrix(source)
-        and _is_float32_matrix(target)
-        and isinstance(row, types.Integer)
-        and isinstance(n_groups, types.Integer)
-        and isinstance(n_classes, types.Integer)
-        and isinstance(target_row, types.Integer)
-    ):
+    if not _float32_rows_and_integers(source, target, row, n_groups, n_classes, target_row):
         return None
 
     def codegen(context, builder, signature, args):
@@ -289,26 +295,26 @@ def softmax_groups8(typingctx, source, row, n_groups, n_classes, target, target_
                     context, builder, source_type, source, builder.add(row, offset), n_classes, n
                 )
 
-            def write(offset, exps):
+            def write_carried(offset):
                 at = builder.add(target_row, offset)
+                exps = [builder.load(slot) for slot in carried[:n]]
                 _normalize_store(context, builder, target_type, target, at, n_classes, exps)
 
-            with builder.if_then(builder.icmp_signed(">", n_groups, cgutils.intp_t(0))):
-                _, exps, _ = _exponentials(builder, columns_at(cgutils.intp_t(0)))
+            def exps_into_carried(columns, m):
+                _, exps = _gaps_and_exps(builder, columns, m)
                 for slot, value in zip(carried, exps):
                     builder.store(value, slot)
+
+            with builder.if_then(builder.icmp_signed(">", n_groups, cgutils.intp_t(0))):
+                columns = columns_at(cgutils.intp_t(0))
+                exps_into_carried(columns, _maxima(builder, columns))
                 with cgutils.for_range(builder, builder.sub(n_groups, one)) as loop:
                     offset = builder.mul(builder.add(loop.index, one), eight)
                     columns = columns_at(offset)
-                    m = _pairwise(builder, columns, lambda a, b: _maximum(builder, a, b))
-                    write(builder.sub(offset, eight), [builder.load(c) for c in carried[:n]])
-                    for slot, column in zip(carried, columns):
-                        gap = builder.fsub(column, m, flags=FLAGS)
-                        builder.store(exp_nonpositive(builder, gap), slot)
-                write(
-                    builder.mul(builder.sub(n_groups, one), eight),
-                    [builder.load(c) for c in carried[:n]],
-                )
+                    m = _maxima(builder, columns)
+                    write_carried(builder.sub(offset, eight))
+                    exps_into_carried(columns, m)
+                write_carried(builder.mul(builder.sub(n_groups, one), eight))
 
         _by_classes(builder, n_classes, emit)
         return context.get_dummy_value()

@@ -14,6 +14,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from . import elementary
+from .intrinsics import _is_vector_of_floats
 from .jit import KERNEL_FASTMATH
 
 # the flags of every kernel's arithmetic, so LLVM fuses the same multiply-adds
@@ -84,15 +85,6 @@ def exp_nonpositive(builder, x):
     return mul(p, scale)
 
 
-def _is_float_row(array):
-    return (
-        isinstance(array, types.Array)
-        and array.ndim == 1
-        and array.layout == "C"
-        and array.dtype in (types.float32, types.float64)
-    )
-
-
 @intrinsic
 def add_exps(typingctx, acc, values, shift, count):
     """Adds ``exp_nonpositive(values[j] - shift)`` for ``j < count`` into `acc`'s first
@@ -109,8 +101,9 @@ def add_exps(typingctx, acc, values, shift, count):
     """
     if not (
         isinstance(count, types.IntegerLiteral)
-        and _is_float_row(acc)
-        and _is_float_row(values)
+        and _is_vector_of_floats(acc)
+        and _is_vector_of_floats(values)
+        and values.dtype in (types.float32, types.float64)
         and acc.dtype == values.dtype
         and shift == values.dtype
     ):
