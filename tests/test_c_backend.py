@@ -100,7 +100,8 @@ def test_exp_float64_within_one_ulp(isa):
         [
             rng.uniform(-750, 712, 1_000_000),
             rng.uniform(-1, 1, 200_000),
-            [-np.inf, np.inf, np.nan, 0.0, -745.1, -745.2, 709.78, 709.79, -708.4],
+            [-np.inf, np.inf, np.nan, 0.0, -745.1, -745.2, 709.78, 709.79, -708.4,
+             -1063.5, -1064.0, -1064.5, -1e300],
         ]
     )
     exact = np.exp(x.astype(np.longdouble))
@@ -128,7 +129,8 @@ def test_vector_exp_gives_the_scalar_result_lane_for_lane(isa, dtype):
         [
             -rng.exponential(40, 20_000),
             -rng.uniform(0, 800, 20_000),
-            [-np.inf, np.nan, 0.0, -0.0, -87.4, -103.9, -110.5, -745.1, -746.0, -760.0],
+            [-np.inf, np.nan, 0.0, -0.0, -87.4, -103.9, -110.5, -132.0, -132.5, -133.0,
+             -745.1, -746.0, -760.0, -1063.5, -1064.0, -1064.5, -1e30],
         ]
     ).astype(dtype)
     values = values[: values.size // lanes * lanes].reshape(-1, 1, lanes)
