@@ -140,6 +140,8 @@ void fs_exp_f64(const double *x, double *out, int64_t n);
 void fs_exp_nonpositive_f32(const float *x, float *out, int64_t n);
 void fs_exp_nonpositive_f64(const double *x, double *out, int64_t n);
 void fs_log_f32(const float *x, float *out, int64_t n);
+/* the cheaper exp of the register kernels for rows of 8 to 16 float32 classes (x <= 0) */
+void fs_exp_short_rows_f32(const float *x, float *out, int64_t n);
 
 /*
  * Instruction sets: 0 baseline, 1 AVX2 + FMA, 2 AVX-512 (F, DQ, BW, VL).

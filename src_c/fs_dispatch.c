@@ -239,3 +239,8 @@ void fs_log_f32(const float *x, float *out, int64_t n)
 {
     kernels()->log_f32(x, out, n);
 }
+
+void fs_exp_short_rows_f32(const float *x, float *out, int64_t n)
+{
+    kernels()->exp_short_rows_f32(x, out, n);
+}

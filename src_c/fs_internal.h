@@ -97,6 +97,7 @@ typedef struct fs_kernel_table {
     void (*exp_nonpositive_f32)(const float *, float *, int64_t);
     void (*exp_nonpositive_f64)(const double *, double *, int64_t);
     void (*log_f32)(const float *, float *, int64_t);
+    void (*exp_short_rows_f32)(const float *, float *, int64_t);
 } fs_kernel_table;
 
 extern const fs_kernel_table fs_kernels_baseline;

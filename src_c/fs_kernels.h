@@ -1421,6 +1421,7 @@ FS_ALWAYS_INLINE void F(columns_normalize_store)(float *out, int64_t out_stride,
  * parallelism, and one group's 300 or so instructions outrun the window the
  * core schedules from, so the next group's exponentials could not fill them
  * (AVX2, Zen 3, 4096 x 10 in L1, one thread: 0.55 -> 0.46 ns/element).
+ * The exp is the cheaper fs_expf_nonpositive_short_vec.
  */
 FS_ALWAYS_INLINE void F(softmax_registers_at)(const float *x, int64_t x_stride, float *out,
                                               int64_t out_stride, int64_t groups, int cols)
@@ -1432,14 +1433,14 @@ FS_ALWAYS_INLINE void F(softmax_registers_at)(const float *x, int64_t x_stride, 
     fs_vf32 m = F(columns_max)(col, cols);
 #pragma GCC unroll 16
     for (int j = 0; j < cols; j++)
-        e[j] = VECTOR_EXP(col[j] - m);
+        e[j] = fs_expf_nonpositive_short_vec(col[j] - m);
     for (int64_t g = 1; g < groups; g++) {
         F(columns_load)(col, x + g * 8 * x_stride, x_stride, cols);
         m = F(columns_max)(col, cols);
         F(columns_normalize_store)(out + (g - 1) * 8 * out_stride, out_stride, e, cols);
 #pragma GCC unroll 16
         for (int j = 0; j < cols; j++)
-            e[j] = VECTOR_EXP(col[j] - m);
+            e[j] = fs_expf_nonpositive_short_vec(col[j] - m);
     }
     F(columns_normalize_store)(out + (groups - 1) * 8 * out_stride, out_stride, e, cols);
 }

@@ -94,6 +94,22 @@ def test_log_float32_within_one_ulp_over_the_whole_range(isa):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_short_rows_exp_within_a_sixth_of_the_probability_bound(isa):
+    # The register kernels' cheaper float32 exp (rows of 8 to 16 classes):
+    # every nonpositive sample, then a fine grid where results are normal.
+    x = _float32_samples(SAMPLE_STRIDE)
+    x = np.concatenate([x[~(x > 0)], np.linspace(-87.3, 0, 1_000_001, dtype=np.float32)])
+    exact = np.exp(x.astype(np.float64))
+    got = c_backend.vector_exp_short_rows(x)
+    normal = _check_specials(got, exact, np.float32) & (exact >= np.finfo(np.float32).tiny)
+    assert _ulp_errors_f32(got[normal], exact[normal]).max() < 5.0
+    relative = np.abs(got[normal] - exact[normal]) / exact[normal]
+    assert (relative / (1e-6 + 1.2e-7 * np.abs(x[normal]))).max() < 1 / 6
+    subnormal = (exact < np.finfo(np.float32).tiny) & (exact.astype(np.float32) > 0)
+    assert (np.abs(got[subnormal] - exact[subnormal]) / 2.0**-149).max() < 3.5
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_exp_float64_within_one_ulp(isa):
     rng = np.random.default_rng(0)
     x = np.concatenate(
@@ -134,9 +150,14 @@ def test_vector_exp_gives_the_scalar_result_lane_for_lane(isa, dtype):
         ]
     ).astype(dtype)
     values = values[: values.size // lanes * lanes].reshape(-1, 1, lanes)
-    got = c_backend.vector_exp_nonpositive(np.repeat(values, 2, axis=1).ravel())
-    bits = got.view(np.uint32 if dtype == np.float32 else np.uint64).reshape(-1, 2, lanes)
-    np.testing.assert_array_equal(bits[:, 0], bits[:, 1])
+    twice = np.repeat(values, 2, axis=1).ravel()
+    exps = [c_backend.vector_exp_nonpositive]
+    if dtype == np.float32:
+        exps.append(c_backend.vector_exp_short_rows)
+    for exp in exps:
+        got = exp(twice)
+        bits = got.view(np.uint32 if dtype == np.float32 else np.uint64).reshape(-1, 2, lanes)
+        np.testing.assert_array_equal(bits[:, 0], bits[:, 1])
 
 
 def _special_rows(dtype, n_cols):

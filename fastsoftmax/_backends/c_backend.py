@@ -351,6 +351,11 @@ def vector_exp_nonpositive(x):
     return _elementwise("exp_nonpositive", x)
 
 
+def vector_exp_short_rows(x):
+    """The cheaper exp of the register kernels (float32 rows of 8 to 16 classes), ``x <= 0``."""
+    return _elementwise("exp_short_rows", x)
+
+
 def vector_log(x):
     """log of a float32 array with the kernels' vectorized log."""
     return _elementwise("log", x)
