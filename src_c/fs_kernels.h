@@ -1402,15 +1402,48 @@ FS_ALWAYS_INLINE fs_vf32 F(columns_sum)(const fs_vf32 col[REGISTER_MAX_COLS], in
     return part[0];
 }
 
+/*
+ * How softmax moves a group of 8 rows: rows at any stride (columns_load and
+ * columns_store), or, for contiguous rows of an even number of classes,
+ * whole lines (fs_columns_from_lines and fs_columns_to_lines), whose stores
+ * may stream. Every layout gives the same bits.
+ */
+#define GROUP_ROWS 0
+#define GROUP_LINES 1
+#define GROUP_STREAMED_LINES 2
+
+FS_ALWAYS_INLINE void F(group_load)(fs_vf32 col[REGISTER_MAX_COLS], const float *x,
+                                    int64_t stride, int cols, int layout)
+{
+    if (layout == GROUP_ROWS) {
+        F(columns_load)(col, x, stride, cols);
+        return;
+    }
+    __m256 v[REGISTER_MAX_COLS];
+    fs_columns_from_lines(v, x, cols);
+#pragma GCC unroll 16
+    for (int j = 0; j < cols; j++)
+        col[j] = (fs_vf32)v[j];
+}
+
 /* out = e / (sum of e) for one group of 8 rows held as columns (e is overwritten) */
 FS_ALWAYS_INLINE void F(columns_normalize_store)(float *out, int64_t out_stride,
-                                                 fs_vf32 e[REGISTER_MAX_COLS], int cols)
+                                                 fs_vf32 e[REGISTER_MAX_COLS], int cols,
+                                                 int layout)
 {
     fs_vf32 inverse = fs_vf32_splat(1.0f) / F(columns_sum)(e, cols);
 #pragma GCC unroll 16
     for (int j = 0; j < cols; j++)
         e[j] *= inverse;
-    F(columns_store)(out, out_stride, e, cols);
+    if (layout == GROUP_ROWS) {
+        F(columns_store)(out, out_stride, e, cols);
+        return;
+    }
+    __m256 v[REGISTER_MAX_COLS];
+#pragma GCC unroll 16
+    for (int j = 0; j < cols; j++)
+        v[j] = (__m256)e[j];
+    fs_columns_to_lines(out, v, cols, layout == GROUP_STREAMED_LINES);
 }
 
 /*
@@ -1424,25 +1457,26 @@ FS_ALWAYS_INLINE void F(columns_normalize_store)(float *out, int64_t out_stride,
  * The exp is the cheaper fs_expf_nonpositive_short_vec.
  */
 FS_ALWAYS_INLINE void F(softmax_registers_at)(const float *x, int64_t x_stride, float *out,
-                                              int64_t out_stride, int64_t groups, int cols)
+                                              int64_t out_stride, int64_t groups, int cols,
+                                              int layout)
 {
     if (groups <= 0)
         return;
     fs_vf32 col[REGISTER_MAX_COLS], e[REGISTER_MAX_COLS];
-    F(columns_load)(col, x, x_stride, cols);
+    F(group_load)(col, x, x_stride, cols, layout);
     fs_vf32 m = F(columns_max)(col, cols);
 #pragma GCC unroll 16
     for (int j = 0; j < cols; j++)
         e[j] = fs_expf_nonpositive_short_vec(col[j] - m);
     for (int64_t g = 1; g < groups; g++) {
-        F(columns_load)(col, x + g * 8 * x_stride, x_stride, cols);
+        F(group_load)(col, x + g * 8 * x_stride, x_stride, cols, layout);
         m = F(columns_max)(col, cols);
-        F(columns_normalize_store)(out + (g - 1) * 8 * out_stride, out_stride, e, cols);
+        F(columns_normalize_store)(out + (g - 1) * 8 * out_stride, out_stride, e, cols, layout);
 #pragma GCC unroll 16
         for (int j = 0; j < cols; j++)
             e[j] = fs_expf_nonpositive_short_vec(col[j] - m);
     }
-    F(columns_normalize_store)(out + (groups - 1) * 8 * out_stride, out_stride, e, cols);
+    F(columns_normalize_store)(out + (groups - 1) * 8 * out_stride, out_stride, e, cols, layout);
 }
 
 /*
@@ -1506,47 +1540,67 @@ static inline int F(fits_registers)(int64_t cols)
  * softmax or log_softmax (t = 1) of rows that fit the registers: whole
  * groups of 8 rows, then the rest padded with rows of zeros to one more
  * group, so that every row gets the same roundings however the rows are
- * split between threads.
+ * split between threads. Softmax over contiguous rows of an even number of
+ * classes moves whole lines, and streams them into large outputs: without
+ * reading them first, so 80 bytes of traffic per row of ten classes where
+ * ordinary stores take 120. AVX2, Zen 3, 1048576 x 10, 2 threads, best of
+ * 50 alternating runs: lines instead of rows 2.94-3.00 -> 2.87-2.94 ms,
+ * streamed 2.78-2.84 -> 2.62-2.64 (with the cheaper exp).
  */
 static void F(rows_in_registers)(const float *x, int64_t x_stride, float *out,
-                                 int64_t out_stride, int64_t rows, int64_t cols, int log_form)
+                                 int64_t out_stride, int64_t rows, int64_t cols, int log_form,
+                                 int64_t output_bytes)
 {
     int64_t groups = rows / 8, rest = rows % 8;
     float padded[8 * REGISTER_MAX_COLS] = {0}, result[8 * REGISTER_MAX_COLS];
     for (int64_t r = 0; r < rest; r++)
         for (int64_t j = 0; j < cols; j++)
             padded[r * cols + j] = x[(groups * 8 + r) * x_stride + j];
+    int lines = cols % 2 == 0 && x_stride == cols && out_stride == cols;
+    int stream = lines && output_bytes >= FS_STREAM_MIN_BYTES && (uintptr_t)out % 16 == 0;
 #define FS_REGISTER_CALL(c)                                                              \
     if (log_form) {                                                                      \
         F(log_softmax_registers_at)(x, x_stride, out, out_stride, groups, c);            \
         F(log_softmax_registers_at)(padded, c, result, c, rest ? 1 : 0, c);              \
     } else {                                                                             \
-        F(softmax_registers_at)(x, x_stride, out, out_stride, groups, c);                \
-        F(softmax_registers_at)(padded, c, result, c, rest ? 1 : 0, c);                  \
+        if ((c) % 2 == 0 && stream)                                                      \
+            F(softmax_registers_at)(x, c, out, c, groups, c, GROUP_STREAMED_LINES);      \
+        else if ((c) % 2 == 0 && lines)                                                  \
+            F(softmax_registers_at)(x, c, out, c, groups, c, GROUP_LINES);               \
+        else                                                                             \
+            F(softmax_registers_at)(x, x_stride, out, out_stride, groups, c, GROUP_ROWS); \
+        F(softmax_registers_at)(padded, c, result, c, rest ? 1 : 0, c, GROUP_ROWS);      \
     }
     switch (cols) {
         REGISTER_CASES(FS_REGISTER_CALL);
     }
 #undef FS_REGISTER_CALL
+    if (stream)
+        fs_stream_fence();
     for (int64_t r = 0; r < rest; r++)
         for (int64_t j = 0; j < cols; j++)
             out[(groups * 8 + r) * out_stride + j] = result[r * cols + j];
 }
 #undef REGISTER_CASES
 #undef TAIL_WIDTH
+#undef GROUP_ROWS
+#undef GROUP_LINES
+#undef GROUP_STREAMED_LINES
 #undef LOG_BATCH_GROUPS
 #else
 #define REGISTER_ROWS 0
 #endif
 
 static void F(softmax_short)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_stride,
-                             int64_t rows, int64_t cols, F(factor) t)
+                             int64_t rows, int64_t cols, F(factor) t, int64_t output_bytes)
 {
 #if REGISTER_ROWS
     if (F(is_one)(t) && F(fits_registers)(cols)) {
-        F(rows_in_registers)(x, x_stride, out, out_stride, rows, cols, 0);
+        F(rows_in_registers)(x, x_stride, out, out_stride, rows, cols, 0, output_bytes);
         return;
     }
+#else
+    (void)output_bytes; /* for the register kernels' streaming */
 #endif
     REAL tile[SHORT_COLS][TILE_ROWS], m[TILE_ROWS], s[TILE_ROWS];
     for (int64_t r0 = 0; r0 < rows; r0 += TILE_ROWS) {
@@ -1582,7 +1636,7 @@ static void F(log_softmax_short)(const REAL *x, int64_t x_stride, REAL *out,
 {
 #if REGISTER_ROWS
     if (F(is_one)(t) && F(fits_registers)(cols)) {
-        F(rows_in_registers)(x, x_stride, out, out_stride, rows, cols, 1);
+        F(rows_in_registers)(x, x_stride, out, out_stride, rows, cols, 1, 0);
         return;
     }
 #endif
@@ -2027,7 +2081,7 @@ static void F(softmax)(const REAL *x, int64_t x_stride, REAL *out, int64_t out_s
 {
     F(factor) t = F(factor_of)(inv_temperature);
     if (cols <= SOFTMAX_TILE_COLS) {
-        F(softmax_short)(x, x_stride, out, out_stride, rows, cols, t);
+        F(softmax_short)(x, x_stride, out, out_stride, rows, cols, t, output_bytes);
         return;
     }
 #if VECTOR_ROWS

@@ -202,6 +202,36 @@ def _check_log_probabilities(got, want, dtype):
         np.testing.assert_allclose(got[small], want[small], rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("n_cols", [8, 9, 10, 12, 14, 16])
+def test_short_rows_give_the_same_bits_as_lines_as_rows_and_streamed(n_cols):
+    # float32 softmax over contiguous rows of an even number of classes moves
+    # whole 32-byte lines (AVX2), streamed into outputs of 16 MiB and more
+    # that are 16-byte aligned; rows at a stride go row by row. All the same.
+    rows = (16 << 20) // (4 * n_cols) + 13  # streamed, and a partial group of rows
+    rng = np.random.default_rng(n_cols)
+    x = (rng.standard_normal((rows, n_cols)) * 20).astype(np.float32)
+    x[3, 1], x[8, 2], x[9] = np.inf, np.nan, -np.inf
+    x[10, ::2] = -np.inf
+    x[11, 0] = -200.0
+    contiguous = fastsoftmax.softmax(x, backend="c")
+    wide = np.zeros((rows, n_cols + 1), np.float32)
+    wide[:, :n_cols] = x
+    strided = fastsoftmax.softmax(wide[:, :n_cols], backend="c")
+    np.testing.assert_array_equal(contiguous.view(np.uint32), strided.view(np.uint32))
+    buffer = np.empty(x.size + 32, np.float32)
+    for offset in (4, 1):  # 16 bytes past a 64-byte line: streamed; 4 bytes: not
+        start = (-buffer.ctypes.data // 4) % 16 + offset
+        out = buffer[start : start + x.size].reshape(x.shape)
+        fastsoftmax.softmax(x, out=out, backend="c")
+        np.testing.assert_array_equal(out.view(np.uint32), contiguous.view(np.uint32))
+    small = x[:1000]
+    np.testing.assert_array_equal(
+        fastsoftmax.softmax(small, backend="c").view(np.uint32),
+        contiguous[:1000].view(np.uint32),
+    )
+    _check_probabilities(contiguous[:20], reference.softmax(x[:20]), np.float32)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_cols", [1, 3, 8, 10, 13, 16, 17, 64, 65, 128, 203, 256, 257, 1025, 3000])
 def test_every_instruction_set_matches_the_reference(isa, dtype, n_cols):
