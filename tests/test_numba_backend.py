@@ -644,6 +644,67 @@ def test_vector_exp_sums_take_the_scalar_exps(dtype):
     np.testing.assert_array_equal(scalar.view(bits), vector.view(bits))
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_short_rows_exp_within_a_sixth_of_the_probability_bound():
+    # softmax's cheaper exp for rows of 8 to 16 float32 classes: every 257th
+    # nonpositive float32, then a fine grid where results are normal.
+    import numba
+
+    from fastsoftmax._backends._numba.register_rows import exp_nonpositive_short8
+
+    @numba.njit
+    def exps(x, out):
+        for i in range(0, x.shape[0], 8):
+            exp_nonpositive_short8(x, out, i)
+
+    x = np.arange(2**31, 2**32, 257, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = np.concatenate([x, np.linspace(-87.3, 0, 1_000_000, dtype=np.float32),
+                        np.array([-np.inf, np.nan, -0.0, 0.0, -132.5, -1e30], np.float32)])
+    x = x[: x.size // 8 * 8]
+    got = np.empty_like(x)
+    exps(x, got)
+    exact = np.exp(x.astype(np.float64))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(exact))
+    rounded = exact.astype(np.float32)
+    np.testing.assert_array_equal(got[rounded == 0], 0)
+    normal = rounded >= np.finfo(np.float32).tiny
+    spacing = np.spacing(rounded[normal]).astype(np.float64)
+    assert (np.abs(got[normal] - exact[normal]) / spacing).max() < 5.0
+    relative = np.abs(got[normal] - exact[normal]) / exact[normal]
+    assert (relative / (1e-6 + 1.2e-7 * np.abs(x[normal]))).max() < 1 / 6
+    subnormal = (rounded > 0) & ~normal
+    assert (np.abs(got[subnormal] - exact[subnormal]) / 2.0**-149).max() < 3.5
+
+
+@pytest.mark.parametrize("backend", ["numba", "numba-parallel"])
+@pytest.mark.parametrize("n_cols", [8, 9, 10, 12, 14, 16])
+def test_short_rows_give_the_same_bits_as_lines_as_rows_and_streamed(backend, n_cols):
+    # Contiguous float32 rows of an even number of classes move as whole
+    # 32-byte lines, streamed into outputs of 16 MiB and more that are 16-byte
+    # aligned; rows at a stride go through row transposes. All the same bits.
+    rows = (16 << 20) // (4 * n_cols) + 13
+    x = logits((rows, n_cols), np.float32, seed=n_cols, scale=20.0)
+    x[3, 1], x[8, 2], x[9] = np.inf, np.nan, -np.inf
+    x[10, ::2] = -np.inf
+    contiguous = fastsoftmax.softmax(x, backend=backend)
+    wide = np.zeros((rows, n_cols + 1), np.float32)
+    wide[:, :n_cols] = x
+    strided = fastsoftmax.softmax(wide[:, :n_cols], backend=backend)
+    np.testing.assert_array_equal(contiguous.view(np.uint32), strided.view(np.uint32))
+    buffer = np.empty(x.size + 32, np.float32)
+    for offset in (4, 1):  # 16 bytes past a 64-byte line: streamed; 4 bytes: not
+        start = (-buffer.ctypes.data // 4) % 16 + offset
+        out = buffer[start : start + x.size].reshape(x.shape)
+        fastsoftmax.softmax(x, out=out, backend=backend)
+        np.testing.assert_array_equal(out.view(np.uint32), contiguous.view(np.uint32))
+    np.testing.assert_array_equal(
+        fastsoftmax.softmax(x[:1000], backend=backend).view(np.uint32),
+        contiguous[:1000].view(np.uint32),
+    )
+    assert np.isnan(contiguous[[3, 8, 9]]).all()
+    np.testing.assert_array_equal(contiguous[10, ::2], 0)
+
+
 @pytest.mark.parametrize("width", [8, 9, 10, 12, 13, 16])
 def test_register_rows_do_not_depend_on_the_thread_count(width):
     # Rows of 8 to 16 float32 classes go eight at a time through registers,

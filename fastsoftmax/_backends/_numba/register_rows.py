@@ -12,11 +12,14 @@ the gaps ``x - m`` and the sums to a tile, where log-softmax takes the
 logarithms of a whole tile in one vectorized loop (there is no vector
 ``log`` here) and ``blocks`` copies the gaps out transposed, less those
 logarithms. Each class count from 8 to 16 gets code of its own, so no
-exponential is computed twice.
+exponential is computed twice. Into large outputs, contiguous rows of an
+even number of classes move as whole 32-byte lines instead, which stream.
 
-The exponential is ``vector_exp.exp_nonpositive`` on ``<8 x float>``
-vectors, which gives ``elementary.exp_nonpositive``'s bits lane for lane
-(``exp_nonpositive8`` exposes it to the tests).
+Log-softmax's exponential is ``vector_exp.exp_nonpositive`` on ``<8 x
+float>`` vectors, which gives ``elementary.exp_nonpositive``'s bits lane for
+lane (``exp_nonpositive8`` exposes it to the tests); softmax's is the
+cheaper ``vector_exp.exp_nonpositive_short`` (``exp_nonpositive_short8``),
+the C backend's register kernels' exp bit for bit.
 A maximum is a compare and select per pair of columns, which may skip a NaN;
 the row's exponentials and sum are NaN all the same, so the row comes out
 NaN as the contract wants. The sums are pairwise, at most four roundings
@@ -24,8 +27,9 @@ deep.
 """
 
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import cgutils, config, types
 from numba.extending import intrinsic, overload
 
 from .intrinsics import (
@@ -37,9 +41,10 @@ from .intrinsics import (
     _transpose8,
     _vector_pointers,
     stack_array,
+    store_fence,
 )
 from .jit import helper
-from .vector_exp import FLAGS, exp_nonpositive, splat
+from .vector_exp import FLAGS, exp_nonpositive, exp_nonpositive_short, splat
 
 LANES = 8
 MIN_CLASSES = 8
@@ -151,6 +156,84 @@ def _store_columns(context, builder, matrix_type, matrix, row, n_classes, column
         builder.store(value, pointer, align=4)
 
 
+# Eight contiguous rows of an even number n of classes are n 32-byte lines,
+# and no pair of classes (a qword) crosses a 16-byte half: rows 0-3 can stay
+# in the low 128-bit halves and rows 4-7 in the high ones all the way, as in
+# the C backend's fs_columns_from_lines. `halves[s][k]` holds half s of line k
+# low and of line k + n/2 high, so qword f of rows 0-3 (row f // h, pair
+# f % h of it, h = n/2) is qword f % 2 of halves[f // 2 % 2][f // 4] in each
+# half. Whole lines can be streamed: large outputs are written without being
+# read first, 80 bytes of memory traffic per row of ten classes instead of 120.
+LAYOUT_ROWS, LAYOUT_STREAMED_LINES = 0, 1
+_DEAL = ((0, 2, 8, 10, 4, 6, 12, 14), (1, 3, 9, 11, 5, 7, 13, 15))  # shufps 0x88 / 0xdd
+
+
+def _pick_qwords(builder, a, i, b, j):
+    """Per 128-bit half: [qword i of a, qword j of b] (float pairs of <8 x float>)."""
+    mask = (2 * i, 2 * i + 1, 8 + 2 * j, 9 + 2 * j, 4 + 2 * i, 5 + 2 * i, 12 + 2 * j, 13 + 2 * j)
+    return _shuffle(builder, a, b, mask)
+
+
+def _line_address(builder, base, byte_offset, vector_type):
+    address = builder.add(base, cgutils.intp_t(byte_offset))
+    return builder.inttoptr(address, vector_type.as_pointer())
+
+
+def _columns_from_lines(builder, base, n):
+    """The `n` columns of the eight contiguous rows whose first byte is at `base`."""
+    h = n // 2
+    quarter = ir.VectorType(_FLOAT, 4)
+    halves = [[None] * h for _ in range(2)]
+    for k in range(h):
+        for half in range(2):
+            low, high = (
+                builder.load(_line_address(builder, base, 32 * line + 16 * half, quarter), align=4)
+                for line in (k, k + h)
+            )
+            halves[half][k] = _halves(builder, low, high)
+
+    def qword(f):
+        return halves[f // 2 % 2][f // 4], f % 2
+
+    pairs = [
+        [_pick_qwords(builder, *qword(2 * p * h + q), *qword((2 * p + 1) * h + q)) for q in range(h)]
+        for p in range(2)
+    ]
+    columns = []
+    for q in range(h):
+        columns += [_shuffle(builder, pairs[0][q], pairs[1][q], mask) for mask in _DEAL]
+    return columns
+
+
+def _stream_lines(builder, base, columns):
+    """The eight contiguous rows at `base` (16-byte aligned) from their `columns`,
+    by streaming stores of 16 bytes."""
+    n = len(columns)
+    h = n // 2
+    pairs = [[], []]  # rows 0 and 1 (4 and 5 above), rows 2 and 3
+    for q in range(h):
+        for p, mask in enumerate(_UNPACK):
+            pairs[p].append(_shuffle(builder, columns[2 * q], columns[2 * q + 1], mask))
+    halves = [[None] * h for _ in range(2)]
+    for f in range(0, 4 * h, 2):
+        row, next_row = f // h, (f + 1) // h
+        halves[f // 2 % 2][f // 4] = _pick_qwords(
+            builder, pairs[row // 2][f % h], row % 2, pairs[next_row // 2][(f + 1) % h], next_row % 2
+        )
+    quarter = ir.VectorType(_FLOAT, 4)
+    nontemporal = builder.module.add_metadata([ir.IntType(32)(1)])
+    for k in range(h):
+        for line, lanes in ((k, (0, 1, 2, 3)), (k + h, (4, 5, 6, 7))):
+            for half in range(2):
+                value = halves[half][k]
+                store = builder.store(
+                    _shuffle(builder, value, value, lanes),
+                    _line_address(builder, base, 32 * line + 16 * half, quarter),
+                    align=16,
+                )
+                store.set_metadata("nontemporal", nontemporal)
+
+
 def _maxima(builder, columns):
     """The per-lane maximum of `columns`."""
     return _pairwise(builder, columns, lambda a, b: _maximum(builder, a, b))
@@ -161,13 +244,27 @@ def _sum(builder, vectors):
     return _pairwise(builder, vectors, lambda a, b: builder.fadd(a, b, flags=FLAGS))
 
 
-def _gaps_and_exps(builder, columns, m):
-    """Per lane: the gaps ``columns - m`` and their exponentials."""
+def _gaps_and_exps(builder, columns, m, short=False):
+    """Per lane: the gaps ``columns - m`` and their exponentials (`exp_nonpositive_short`
+    where `short`, as softmax takes them)."""
     gaps, exps = [], []
+    fused = short and _has_fma()
     for column in columns:
         gaps.append(builder.fsub(column, m, flags=FLAGS))
-        exps.append(exp_nonpositive(builder, gaps[-1]))
+        if short:
+            exps.append(exp_nonpositive_short(builder, gaps[-1], fused))
+        else:
+            exps.append(exp_nonpositive(builder, gaps[-1]))
     return gaps, exps
+
+
+def _has_fma():
+    """Whether the code is compiled for a CPU with fused multiply-adds."""
+    if config.CPU_FEATURES is not None:
+        return "+fma" in config.CPU_FEATURES.split(",")
+    if config.CPU_NAME not in (None, "host"):
+        return False
+    return bool(llvm.get_host_cpu_features().get("fma", False))
 
 
 def _by_classes(builder, n_classes, emit):
@@ -225,11 +322,25 @@ def _float32_rows_and_integers(source, target, *integers):
     )
 
 
-def _normalize_store(context, builder, target_type, target, target_row, n_classes, exps):
+def _normalize_store(
+    context, builder, target_type, target, target_row, n_classes, exps, layout=LAYOUT_ROWS
+):
     """Rows ``target_row:target_row + 8`` of `target`: `exps` over their per-lane sum."""
     inverse = builder.fdiv(_splat(1.0), _sum(builder, exps), flags=FLAGS)
     probabilities = [builder.fmul(e, inverse, flags=FLAGS) for e in exps]
-    _store_columns(context, builder, target_type, target, target_row, n_classes, probabilities)
+    if layout == LAYOUT_ROWS:
+        _store_columns(context, builder, target_type, target, target_row, n_classes, probabilities)
+    else:
+        base = _row_address(context, builder, target_type, target, target_row)
+        _stream_lines(builder, base, probabilities)
+
+
+def _row_address(context, builder, array_type, array, row):
+    """The address of ``array[row, 0]``, an integer."""
+    (pointer,) = _vector_pointers(
+        context, builder, array_type, array, row, cgutils.intp_t(0), 1, rows=1
+    )
+    return builder.ptrtoint(pointer, cgutils.intp_t)
 
 
 @intrinsic
@@ -251,7 +362,7 @@ def softmax8(typingctx, source, row, n_classes, target, target_row):
 
         def emit(n):
             columns = _load_columns(context, builder, source_type, source, row, n_classes, n)
-            _, exps = _gaps_and_exps(builder, columns, _maxima(builder, columns))
+            _, exps = _gaps_and_exps(builder, columns, _maxima(builder, columns), short=True)
             _normalize_store(context, builder, target_type, target, target_row, n_classes, exps)
 
         _by_classes(builder, n_classes, emit)
@@ -261,8 +372,15 @@ def softmax8(typingctx, source, row, n_classes, target, target_row):
 
 
 @intrinsic
-def softmax_groups8(typingctx, source, row, n_groups, n_classes, target, target_row):
+def softmax_groups8(typingctx, source, row, n_groups, n_classes, target, target_row, layout):
     """`softmax8` of the `n_groups` groups of 8 rows from `row` (and `target_row`) on.
+
+    `layout` LAYOUT_STREAMED_LINES moves contiguous rows of an even number of
+    classes, in both matrices, as whole lines, streaming them into a 16-byte
+    aligned target; LAYOUT_ROWS, or an odd number of classes, rows through
+    transposes. Both give the same bits. (Lines without streaming, as the C
+    backend also has them, gained 2-3 % there and would cost another
+    pipelined loop per even class count to compile.)
 
     Software-pipelined by one group, as the C backend's register kernel: each
     turn loads group g and takes its maxima, writes group g - 1, then takes
@@ -272,36 +390,42 @@ def softmax_groups8(typingctx, source, row, n_groups, n_classes, target, target_
     schedules from, so the next group's exponentials could not fill them.
     The class count is switched on once, outside the loop.
     """
-    if not _float32_rows_and_integers(source, target, row, n_groups, n_classes, target_row):
+    if not _float32_rows_and_integers(
+        source, target, row, n_groups, n_classes, target_row, layout
+    ):
         return None
 
     def codegen(context, builder, signature, args):
-        source, row, n_groups, n_classes, target, target_row = args
+        source, row, n_groups, n_classes, target, target_row, layout = args
         source_type, target_type = signature.args[0], signature.args[4]
-        row, n_groups, n_classes, target_row = (
+        row, n_groups, n_classes, target_row, layout = (
             context.cast(builder, value, value_type, types.intp)
             for value, value_type in zip(
-                (row, n_groups, n_classes, target_row),
-                (signature.args[i] for i in (1, 2, 3, 5)),
+                (row, n_groups, n_classes, target_row, layout),
+                (signature.args[i] for i in (1, 2, 3, 5, 6)),
             )
         )
         carried = [cgutils.alloca_once(builder, _VECTOR) for _ in range(MAX_CLASSES)]
         eight = cgutils.intp_t(LANES)
         one = cgutils.intp_t(1)
 
-        def emit(n):
+        def pipelined(n, how):
             def columns_at(offset):
-                return _load_columns(
-                    context, builder, source_type, source, builder.add(row, offset), n_classes, n
-                )
+                at = builder.add(row, offset)
+                if how == LAYOUT_ROWS:
+                    return _load_columns(
+                        context, builder, source_type, source, at, n_classes, n
+                    )
+                base = _row_address(context, builder, source_type, source, at)
+                return _columns_from_lines(builder, base, n)
 
             def write_carried(offset):
                 at = builder.add(target_row, offset)
                 exps = [builder.load(slot) for slot in carried[:n]]
-                _normalize_store(context, builder, target_type, target, at, n_classes, exps)
+                _normalize_store(context, builder, target_type, target, at, n_classes, exps, how)
 
             def exps_into_carried(columns, m):
-                _, exps = _gaps_and_exps(builder, columns, m)
+                _, exps = _gaps_and_exps(builder, columns, m, short=True)
                 for slot, value in zip(carried, exps):
                     builder.store(value, slot)
 
@@ -316,10 +440,24 @@ def softmax_groups8(typingctx, source, row, n_groups, n_classes, target, target_
                     exps_into_carried(columns, m)
                 write_carried(builder.mul(builder.sub(n_groups, one), eight))
 
+        def emit(n):
+            if n % 2:
+                pipelined(n, LAYOUT_ROWS)
+                return
+            done = builder.append_basic_block(f"layouts_done_{n}")
+            switch = builder.switch(layout, done)
+            for how in (LAYOUT_ROWS, LAYOUT_STREAMED_LINES):
+                block = builder.append_basic_block(f"layout_{how}_{n}")
+                switch.add_case(ir.Constant(layout.type, how), block)
+                builder.position_at_end(block)
+                pipelined(n, how)
+                builder.branch(done)
+            builder.position_at_end(done)
+
         _by_classes(builder, n_classes, emit)
         return context.get_dummy_value()
 
-    return types.none(source, row, n_groups, n_classes, target, target_row), codegen
+    return types.none(source, row, n_groups, n_classes, target, target_row, layout), codegen
 
 
 @intrinsic
@@ -344,29 +482,41 @@ def tile_gaps8(typingctx, source, row, n_classes, tile, lane, sums):
     return types.none(source, row, n_classes, tile, lane, sums), _gaps_codegen()
 
 
-@intrinsic
-def exp_nonpositive8(typingctx, values, out, first):
-    """``out[first:first + 8] = exp(values[first:first + 8])`` through the vector exponential."""
-    if not (
-        _is_vector_of_floats(values)
-        and values.dtype == types.float32
-        and _is_vector_of_floats(out)
-        and out.dtype == types.float32
-        and isinstance(first, types.Integer)
-    ):
-        return None
+def _exp8_intrinsic(exp):
+    """An intrinsic ``(values, out, first)`` storing ``exp`` of ``values[first:first + 8]``."""
 
-    def codegen(context, builder, signature, args):
-        values_array = context.make_array(signature.args[0])(context, builder, value=args[0])
-        out_array = context.make_array(signature.args[1])(context, builder, value=args[1])
-        first = context.cast(builder, args[2], signature.args[2], types.intp)
-        offset = builder.mul(first, cgutils.intp_t(4))
-        x = builder.load(_vector_at(builder, values_array.data, offset), align=4)
-        result = _vector_at(builder, out_array.data, offset)
-        builder.store(exp_nonpositive(builder, x), result, align=4)
-        return context.get_dummy_value()
+    def typer(typingctx, values, out, first):
+        if not (
+            _is_vector_of_floats(values)
+            and values.dtype == types.float32
+            and _is_vector_of_floats(out)
+            and out.dtype == types.float32
+            and isinstance(first, types.Integer)
+        ):
+            return None
 
-    return types.none(values, out, first), codegen
+        def codegen(context, builder, signature, args):
+            values_array = context.make_array(signature.args[0])(context, builder, value=args[0])
+            out_array = context.make_array(signature.args[1])(context, builder, value=args[1])
+            first = context.cast(builder, args[2], signature.args[2], types.intp)
+            offset = builder.mul(first, cgutils.intp_t(4))
+            x = builder.load(_vector_at(builder, values_array.data, offset), align=4)
+            result = _vector_at(builder, out_array.data, offset)
+            builder.store(exp(builder, x), result, align=4)
+            return context.get_dummy_value()
+
+        return types.none(values, out, first), codegen
+
+    return typer
+
+
+exp_nonpositive8 = intrinsic(_exp8_intrinsic(exp_nonpositive))
+exp_nonpositive8.__doc__ = """``out[first:first + 8] = exp(values[first:first + 8])``
+through the vector exponential."""
+exp_nonpositive_short8 = intrinsic(
+    _exp8_intrinsic(lambda builder, x: exp_nonpositive_short(builder, x, _has_fma()))
+)
+exp_nonpositive_short8.__doc__ = """`exp_nonpositive8` through softmax's cheaper exponential."""
 
 
 def fits(x):
@@ -432,10 +582,23 @@ def _softmax_rows(x, out, first, n):
     if not (_is_float32_matrix(x) and _is_float32_matrix(out)):
         return lambda x, out, first, n: None
 
+    from .kernels import STREAMED_MIN_BYTES  # here: kernels imports this module
+
     def in_groups(x, out, first, n):
         c = x.shape[1]
         whole = n // LANES * LANES
-        softmax_groups8(x, first, n // LANES, c, out, first)
+        layout = LAYOUT_ROWS
+        if (
+            c % 2 == 0
+            and x.strides == (4 * c, 4)
+            and out.strides == (4 * c, 4)
+            and out.nbytes >= STREAMED_MIN_BYTES
+            and out.ctypes.data % 16 == 0
+        ):
+            layout = LAYOUT_STREAMED_LINES
+        softmax_groups8(x, first, n // LANES, c, out, first, layout)
+        if layout == LAYOUT_STREAMED_LINES:
+            store_fence()
         rest = n - whole
         if rest:
             padded = stack_array(LANES, MAX_CLASSES, np.float32)
