@@ -49,6 +49,7 @@ IMPLEMENTATIONS = [
 ]
 BENCHMARK_FUNCTIONS = [
     "time_softmax",
+    "time_softmax_masked",
     "time_log_softmax",
     "time_logsumexp",
     "time_softmax_backward",

@@ -66,6 +66,19 @@ def logits(shape, dtype):
     return _frozen(rng.standard_normal(shape, dtype=np.dtype(dtype)))
 
 
+# A tenth of the classes of masked logits are -inf (masked out), scattered.
+MASKED_SHARE = 0.1
+
+
+@functools.lru_cache(maxsize=2)
+def masked_logits(shape, dtype):
+    """`logits` with a seeded MASKED_SHARE of them set to -inf."""
+    rng = np.random.default_rng(SEED + 3)
+    x = np.array(logits(shape, dtype))
+    x[rng.random(shape) < MASKED_SHARE] = -np.inf
+    return _frozen(x)
+
+
 @functools.lru_cache(maxsize=2)
 def upstream_grad(shape, dtype):
     """Gradient arriving at a softmax output, seeded independently of the logits."""
