@@ -195,8 +195,11 @@ def _columns_from_lines(builder, base, n):
     def qword(f):
         return halves[f // 2 % 2][f // 4], f % 2
 
-    pairs = [
-        [_pick_qwords(builder, *qword(2 * p * h + q), *qword((2 * p + 1) * h + q)) for q in range(h)]
+    pairs = [  # rows 0 and 1 (4 and 5 above), rows 2 and 3
+        [
+            _pick_qwords(builder, *qword(2 * p * h + q), *qword((2 * p + 1) * h + q))
+            for q in range(h)
+        ]
         for p in range(2)
     ]
     columns = []
@@ -218,7 +221,11 @@ def _stream_lines(builder, base, columns):
     for f in range(0, 4 * h, 2):
         row, next_row = f // h, (f + 1) // h
         halves[f // 2 % 2][f // 4] = _pick_qwords(
-            builder, pairs[row // 2][f % h], row % 2, pairs[next_row // 2][(f + 1) % h], next_row % 2
+            builder,
+            pairs[row // 2][f % h],
+            row % 2,
+            pairs[next_row // 2][(f + 1) % h],
+            next_row % 2,
         )
     quarter = ir.VectorType(_FLOAT, 4)
     nontemporal = builder.module.add_metadata([ir.IntType(32)(1)])
