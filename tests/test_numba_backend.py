@@ -697,6 +697,9 @@ def test_short_rows_give_the_same_bits_as_lines_as_rows_and_streamed(backend, n_
         out = buffer[start : start + x.size].reshape(x.shape)
         fastsoftmax.softmax(x, out=out, backend=backend)
         np.testing.assert_array_equal(out.view(np.uint32), contiguous.view(np.uint32))
+    in_place = x.copy()  # in place: each group is read before the one before it is written
+    fastsoftmax.softmax(in_place, out=in_place, backend=backend)
+    np.testing.assert_array_equal(in_place.view(np.uint32), contiguous.view(np.uint32))
     np.testing.assert_array_equal(
         fastsoftmax.softmax(x[:1000], backend=backend).view(np.uint32),
         contiguous[:1000].view(np.uint32),
