@@ -55,6 +55,17 @@ FS_ALWAYS_INLINE double fs_f64_from_bits(uint64_t u)
 }
 
 /*
+ * scale * (1 + r + r^2 q), the last steps of every exp below, for floats,
+ * doubles and vectors of either: Horner's two fused steps with FMA; without
+ * it, adding the leading terms last keeps the result within 1 ulp.
+ */
+#if FS_FMA
+#define FS_EXP_FROM_Q(q, r, scale) (((q) * (r) + (scale)) * (r) + (scale))
+#else
+#define FS_EXP_FROM_Q(q, r, scale) ((scale) + ((r) * (scale) + ((r) * (r)) * (q)))
+#endif
+
+/*
  * exp in float32: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite: ln2 split in a
  * high part whose products with k are exact and a low correction); exp(r)
  * from a degree-6 polynomial. Returns scale * exp(r), scale being a power of
@@ -78,12 +89,7 @@ FS_ALWAYS_INLINE float fs_expf_reduced(float x, float scale, uint32_t *k)
     q = q * r + 4.166838878e-2f * scale;
     q = q * r + 1.666652057e-1f * scale;
     q = q * r + 4.999999344e-1f * scale;
-#if FS_FMA
-    return (q * r + scale) * r + scale; /* Horner: two fused steps */
-#else
-    /* 1 + (r + r^2 q): adding the leading terms last keeps it within 1 ulp without FMA */
-    return scale + (r * scale + (r * r) * q);
-#endif
+    return FS_EXP_FROM_Q(q, r, scale);
 }
 
 /*
@@ -121,11 +127,7 @@ FS_ALWAYS_INLINE float fs_expf_nonpositive(float x)
     q = q * r + 4.166838878e-2f * scale;
     q = q * r + 1.666652057e-1f * scale;
     q = q * r + 4.999999344e-1f * scale;
-#if FS_FMA
-    float p = (q * r + scale) * r + scale;
-#else
-    float p = scale + (r * scale + (r * r) * q);
-#endif
+    float p = FS_EXP_FROM_Q(q, r, scale);
     return p * fs_f32_from_bits(fs_f32_bits(shifted) << 23);
 }
 
@@ -157,11 +159,7 @@ FS_ALWAYS_INLINE float fs_expf_nonpositive_short(float x)
     q = q * r + 4.189020358e-2f * scale;
     q = q * r + 1.666711482e-1f * scale;
     q = q * r + 4.999923117e-1f * scale;
-#if FS_FMA
-    float p = (q * r + scale) * r + scale;
-#else
-    float p = scale + (r * scale + (r * r) * q);
-#endif
+    float p = FS_EXP_FROM_Q(q, r, scale);
     return p * fs_f32_from_bits(fs_f32_bits(shifted) << 23);
 }
 
@@ -202,11 +200,7 @@ FS_ALWAYS_INLINE double fs_exp_reduced(double x, double scale, uint64_t *k)
     q = q * r + 4.166666666653004428e-2 * scale;
     q = q * r + 1.666666666666641226e-1 * scale;
     q = q * r + 5.000000000000010638e-1 * scale;
-#if FS_FMA
-    return (q * r + scale) * r + scale;
-#else
-    return scale + (r * scale + (r * r) * q);
-#endif
+    return FS_EXP_FROM_Q(q, r, scale);
 }
 
 /*
@@ -322,11 +316,7 @@ FS_ALWAYS_INLINE fs_vf32 fs_expf_nonpositive_vec(fs_vf32 x)
     q = q * r + 4.166838878e-2f * scale;
     q = q * r + 1.666652057e-1f * scale;
     q = q * r + 4.999999344e-1f * scale;
-#if FS_FMA
-    fs_vf32 p = (q * r + scale) * r + scale;
-#else
-    fs_vf32 p = scale + (r * scale + (r * r) * q);
-#endif
+    fs_vf32 p = FS_EXP_FROM_Q(q, r, scale);
     return p * (fs_vf32)((fs_vu32)shifted << 23);
 }
 
@@ -347,11 +337,7 @@ FS_ALWAYS_INLINE fs_vf32 fs_expf_nonpositive_short_vec(fs_vf32 x)
     fs_vf32 q = r * (8.312517523e-3f * scale) + 4.189020358e-2f * scale;
     q = q * r + 1.666711482e-1f * scale;
     q = q * r + 4.999923117e-1f * scale;
-#if FS_FMA
-    fs_vf32 p = (q * r + scale) * r + scale;
-#else
-    fs_vf32 p = scale + (r * scale + (r * r) * q);
-#endif
+    fs_vf32 p = FS_EXP_FROM_Q(q, r, scale);
     return p * (fs_vf32)((fs_vu32)shifted << 23);
 }
 
@@ -405,11 +391,7 @@ FS_ALWAYS_INLINE fs_vf64 fs_exp_nonpositive_vec(fs_vf64 x)
     q = q * r + 4.166666666653004428e-2 * scale;
     q = q * r + 1.666666666666641226e-1 * scale;
     q = q * r + 5.000000000000010638e-1 * scale;
-#if FS_FMA
-    fs_vf64 p = (q * r + scale) * r + scale;
-#else
-    fs_vf64 p = scale + (r * scale + (r * r) * q);
-#endif
+    fs_vf64 p = FS_EXP_FROM_Q(q, r, scale);
     return p * (fs_vf64)((fs_vu64)shifted << 52);
 }
 #else
