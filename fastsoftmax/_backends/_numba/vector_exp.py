@@ -50,39 +50,48 @@ def splat(vector_type, value):
     return ir.Constant(vector_type, [element(float(value))] * vector_type.count)
 
 
+def _rounded(builder, x, constants):
+    """`x` raised to the clamp (NaN stays NaN), ``shifted = x / ln2 + rounding`` (k in
+    its low bits) and ``kf = k`` as a float: the head of both exps."""
+    vector_type = x.type
+    clamp = splat(vector_type, constants["clamp"])
+    x = builder.select(builder.fcmp_ordered("<", x, clamp), clamp, x)
+    rounding = splat(vector_type, constants["rounding"])
+    product = builder.fmul(x, splat(vector_type, constants["log2e"]), flags=FLAGS)
+    shifted = builder.fadd(product, rounding, flags=FLAGS)
+    return x, shifted, builder.fsub(shifted, rounding, flags=FLAGS)
+
+
+def _reduced_two_part(builder, x, kf, constants):
+    """``r = x - kf ln2`` with ln 2 in two parts, the first exact in the product."""
+    vector_type = x.type
+    for part in ("ln2_hi", "ln2_lo"):
+        product = builder.fmul(kf, splat(vector_type, constants[part]), flags=FLAGS)
+        x = builder.fsub(x, product, flags=FLAGS)
+    return x
+
+
+def _times_power_of_two(builder, p, shifted, constants):
+    """``p * 2**(k + bias)``, the power of two shifted out of `shifted`'s low bits."""
+    vector_type = p.type
+    width = 64 if isinstance(vector_type.element, ir.DoubleType) else 32
+    integers = ir.VectorType(ir.IntType(width), vector_type.count)
+    shift = ir.Constant(integers, [constants["mantissa_bits"]] * vector_type.count)
+    power = builder.bitcast(builder.shl(builder.bitcast(shifted, integers), shift), vector_type)
+    return builder.fmul(p, power, flags=FLAGS)
+
+
 def exp_nonpositive(builder, x):
     """``elementary.exp_nonpositive`` of a float32 or float64 vector, lane for lane."""
     vector_type = x.type
-    double = isinstance(vector_type.element, ir.DoubleType)
-    constants = _FLOAT64 if double else _FLOAT32
-    integers = ir.VectorType(ir.IntType(64 if double else 32), vector_type.count)
-
-    def const(name):
-        return splat(vector_type, constants[name])
-
-    def mul(a, b):
-        return builder.fmul(a, b, flags=FLAGS)
-
-    def add(a, b):
-        return builder.fadd(a, b, flags=FLAGS)
-
-    def sub(a, b):
-        return builder.fsub(a, b, flags=FLAGS)
-
-    clamp = const("clamp")
-    x = builder.select(builder.fcmp_ordered("<", x, clamp), clamp, x)  # NaN stays NaN
-    rounding = const("rounding")
-    shifted = add(mul(x, const("log2e")), rounding)
-    kf = sub(shifted, rounding)
-    r = sub(x, mul(kf, const("ln2_hi")))
-    r = sub(r, mul(kf, const("ln2_lo")))
+    constants = _FLOAT64 if isinstance(vector_type.element, ir.DoubleType) else _FLOAT32
+    x, shifted, kf = _rounded(builder, x, constants)
+    r = _reduced_two_part(builder, x, kf, constants)
     coefficients = constants["coefficients"]
     p = splat(vector_type, coefficients[-1])
     for c in reversed(coefficients[:-1]):
-        p = add(mul(p, r), splat(vector_type, c))
-    shift = ir.Constant(integers, [constants["mantissa_bits"]] * vector_type.count)
-    scale = builder.bitcast(builder.shl(builder.bitcast(shifted, integers), shift), vector_type)
-    return mul(p, scale)
+        p = builder.fadd(builder.fmul(p, r, flags=FLAGS), splat(vector_type, c), flags=FLAGS)
+    return _times_power_of_two(builder, p, shifted, constants)
 
 
 # exp_nonpositive_short, as the C backend's fs_expf_nonpositive_short_vec: ln 2
@@ -105,7 +114,6 @@ def exp_nonpositive_short(builder, x, fused):
     has FMA); otherwise ln 2 comes in two parts as in `exp_nonpositive`.
     """
     vector_type = x.type
-    integers = ir.VectorType(ir.IntType(32), vector_type.count)
 
     def const(value):
         return splat(vector_type, value)
@@ -113,11 +121,7 @@ def exp_nonpositive_short(builder, x, fused):
     def mul_add(a, b, c):
         return builder.fadd(builder.fmul(a, b, flags=FLAGS), c, flags=FLAGS)
 
-    clamp = const(_FLOAT32["clamp"])
-    x = builder.select(builder.fcmp_ordered("<", x, clamp), clamp, x)  # NaN stays NaN
-    rounding = const(_FLOAT32["rounding"])
-    shifted = mul_add(x, const(_FLOAT32["log2e"]), rounding)
-    kf = builder.fsub(shifted, rounding, flags=FLAGS)
+    x, shifted, kf = _rounded(builder, x, _FLOAT32)
     if fused:
         fma = cgutils.get_or_insert_function(
             builder.module,
@@ -126,16 +130,13 @@ def exp_nonpositive_short(builder, x, fused):
         )
         r = builder.call(fma, [kf, const(-_LN2_32), x])
     else:
-        r = builder.fsub(x, builder.fmul(kf, const(_FLOAT32["ln2_hi"]), flags=FLAGS), flags=FLAGS)
-        r = builder.fsub(r, builder.fmul(kf, const(_FLOAT32["ln2_lo"]), flags=FLAGS), flags=FLAGS)
+        r = _reduced_two_part(builder, x, kf, _FLOAT32)
     q = mul_add(r, const(_Q3_LOW[3]), const(_Q3_LOW[2]))
     q = mul_add(q, r, const(_Q3_LOW[1]))
     q = mul_add(q, r, const(_Q3_LOW[0]))
     scale = const(2.0**-64)
     p = mul_add(mul_add(q, r, scale), r, scale)
-    shift = ir.Constant(integers, [23] * vector_type.count)
-    power = builder.bitcast(builder.shl(builder.bitcast(shifted, integers), shift), vector_type)
-    return builder.fmul(p, power, flags=FLAGS)
+    return _times_power_of_two(builder, p, shifted, _FLOAT32)
 
 
 @intrinsic
