@@ -451,15 +451,12 @@ def softmax_groups8(typingctx, source, row, n_groups, n_classes, target, target_
             if n % 2:
                 pipelined(n, LAYOUT_ROWS)
                 return
-            done = builder.append_basic_block(f"layouts_done_{n}")
-            switch = builder.switch(layout, done)
-            for how in (LAYOUT_ROWS, LAYOUT_STREAMED_LINES):
-                block = builder.append_basic_block(f"layout_{how}_{n}")
-                switch.add_case(ir.Constant(layout.type, how), block)
-                builder.position_at_end(block)
-                pipelined(n, how)
-                builder.branch(done)
-            builder.position_at_end(done)
+            streamed = builder.icmp_signed("==", layout, cgutils.intp_t(LAYOUT_STREAMED_LINES))
+            with builder.if_else(streamed) as (lines, rows):
+                with lines:
+                    pipelined(n, LAYOUT_STREAMED_LINES)
+                with rows:
+                    pipelined(n, LAYOUT_ROWS)
 
         _by_classes(builder, n_classes, emit)
         return context.get_dummy_value()
